@@ -1,0 +1,32 @@
+//! The shared vocabulary of the Knative channel layer.
+//!
+//! `channel-core` owns everything the control plane and the data plane must
+//! agree on, and nothing that performs I/O:
+//!
+//! * [`event`]: the CloudEvents 1.0 model (attributes plus opaque data bytes),
+//!   its validation and the HTTP protocol binding (binary and structured).
+//! * [`resources`]: the Knative resources a user writes (`Channel`,
+//!   `Subscription`, the concrete channel kinds, `ClusterChannelProvisioner`)
+//!   field for field, with defaulting and validation.
+//! * [`manifests`]: loading multi-document YAML from files and directories.
+//! * [`compile`]: turning manifests into the data-plane [`contract`].
+//! * [`contract`]: the document the control plane hands to a dispatcher.
+//! * [`backend`]: the traits every backend (memory, Kafka, NATS) implements.
+//!
+//! It must not know about HTTP servers, Kubernetes clients or any particular
+//! broker: backends depend on this crate, never the reverse.
+
+pub mod backend;
+pub mod compile;
+pub mod contract;
+pub mod duration;
+pub mod event;
+pub mod manifests;
+pub mod resources;
+
+pub use backend::{
+    Acknowledgement, Backend, BackendError, BackendErrorKind, Delivery, DeliveryStream, Health,
+    Outcome, PersistError, PersistErrorKind, Position,
+};
+pub use contract::{BackendKind, ChannelContract, Contract, DeliveryPolicy, SubscriptionContract};
+pub use event::Event;

@@ -1,0 +1,1 @@
+//! Knative resources, field for field.

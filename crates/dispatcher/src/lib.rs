@@ -1,0 +1,1 @@
+//! The backend-agnostic channel data plane.
