@@ -1,1 +1,4 @@
 //! The backend-agnostic channel data plane.
+
+pub mod delivery;
+pub mod metrics;
