@@ -1,4 +1,171 @@
 //! The backend-agnostic channel data plane.
+//!
+//! Every backend binary (`inmemory-dispatcher`, `kafka-dispatcher`,
+//! `nats-dispatcher`) is a few lines: parse [`config::DispatcherArgs`] plus
+//! its own flags, build its [`channel_core::Backend`], and call [`run`].
+//!
+//! The engine owns ingress ([`ingress`]), per-subscription delivery
+//! ([`delivery`]), applying contracts by difference ([`dataplane`]), watching
+//! the configuration source ([`source`]), the admin server ([`admin`]),
+//! metrics ([`metrics`]) and graceful shutdown. It knows no backend and no
+//! Kubernetes: it follows a contract.
 
+pub mod admin;
+pub mod config;
+pub mod dataplane;
 pub mod delivery;
+pub mod ingress;
 pub mod metrics;
+pub mod server;
+pub mod source;
+pub mod telemetry;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use channel_core::Backend;
+use config::DispatcherArgs;
+use dataplane::{Dataplane, RouteTable};
+use delivery::{Deliverer, DeliveryOptions};
+use metrics::Metrics;
+use source::SourceWatcher;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Run a dispatcher until SIGTERM or SIGINT, then shut down gracefully:
+/// stop accepting events, drain in-flight deliveries up to the drain
+/// timeout, and return `Ok(())`.
+pub async fn run(args: DispatcherArgs, backend: Arc<dyn Backend>) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signals.cancel();
+    });
+    run_until(args, backend, shutdown).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// [`run`], stopping when `shutdown` is cancelled instead of on a signal.
+pub async fn run_until(
+    args: DispatcherArgs,
+    backend: Arc<dyn Backend>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+
+    let mut watcher = SourceWatcher::new(args.source(), backend.kind());
+    let initial = watcher
+        .load()
+        .context("cannot load the initial configuration")?;
+
+    let ingress_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
+    let ingress_addr = ingress_listener.local_addr()?;
+
+    let deliverer = Deliverer::new(
+        metrics.clone(),
+        DeliveryOptions {
+            drain_timeout: args.drain_timeout,
+            max_reply_bytes: args.max_reply_bytes,
+            local_routes: Some(Dataplane::local_routes(routes.clone(), ingress_addr)),
+        },
+    );
+    let dataplane = Arc::new(Dataplane::new(
+        backend.clone(),
+        deliverer,
+        metrics,
+        routes.clone(),
+    ));
+
+    // The admin server comes up first so probes can see "not ready yet".
+    let admin_stop = CancellationToken::new();
+    let admin_dp = dataplane.clone();
+    let admin = tokio::spawn(server::serve(
+        "admin",
+        admin_listener,
+        move |req| admin::handle(admin_dp.clone(), req),
+        admin_stop.clone(),
+        Duration::from_secs(1),
+    ));
+
+    dataplane
+        .apply(initial.contract, initial.problems)
+        .await;
+
+    let ingress_stop = CancellationToken::new();
+    let handler = ingress::Ingress::new(routes, backend, args.max_body_bytes);
+    let ingress = tokio::spawn(server::serve(
+        "ingress",
+        ingress_listener,
+        move |req| {
+            let handler = handler.clone();
+            async move { handler.handle(req).await }
+        },
+        ingress_stop.clone(),
+        args.drain_timeout,
+    ));
+    tracing::info!(ingress = %ingress_addr, admin = %args.admin_listen, backend = %dataplane.backend().kind(), "dispatcher started");
+
+    // Watch the configuration until shutdown.
+    let interval = args.watch_interval.max(Duration::from_millis(10));
+    let watch_dp = dataplane.clone();
+    let watch_stop = shutdown.clone();
+    let watcher = Arc::new(std::sync::Mutex::new(watcher));
+    let watch = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = watch_stop.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let w = watcher.clone();
+            let polled = tokio::task::spawn_blocking(move || match w.lock() {
+                Ok(mut w) => w.poll(),
+                Err(poisoned) => poisoned.into_inner().poll(),
+            })
+            .await
+            .ok()
+            .flatten();
+            match polled {
+                None => {}
+                Some(Ok(loaded)) => watch_dp.apply(loaded.contract, loaded.problems).await,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "configuration not reloaded; the previous one stays applied");
+                    watch_dp.record_error(e.to_string()).await;
+                }
+            }
+        }
+    });
+
+    shutdown.cancelled().await;
+    // Phase 1: stop accepting events (requests in progress still finish).
+    ingress_stop.cancel();
+    let _ = ingress.await;
+    let _ = watch.await;
+    // Phase 2: drain deliveries within the drain timeout.
+    dataplane.shutdown().await;
+    admin_stop.cancel();
+    let _ = admin.await;
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}

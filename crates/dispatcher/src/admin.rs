@@ -1,0 +1,70 @@
+//! The admin server: `/healthz`, `/readyz`, `/metrics` and `/status`.
+//!
+//! * `/healthz` answers 200 while the process runs.
+//! * `/readyz` answers 200 once a contract is applied and the backend reports
+//!   itself healthy, 503 with the reason otherwise.
+//! * `/metrics` is the Prometheus (OpenMetrics) text exposition.
+//! * `/status` is JSON: the applied contract generation, per-channel and
+//!   per-subscription readiness, and configuration problems. The provisioner
+//!   reads it to mark resources Ready.
+
+use crate::dataplane::Dataplane;
+use bytes::Bytes;
+use channel_core::Health;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use std::sync::Arc;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Handle one admin request.
+pub async fn handle<B>(dataplane: Arc<Dataplane>, req: Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "admin endpoints accept GET\n");
+    }
+    match req.uri().path() {
+        "/healthz" | "/livez" => respond(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            if !dataplane.has_contract() {
+                return respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: no contract applied yet\n",
+                );
+            }
+            match dataplane.backend().health().await {
+                Health::Healthy => respond(StatusCode::OK, "text/plain", "ready\n"),
+                Health::Unhealthy(reason) => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: backend {} unhealthy: {reason}\n", dataplane.backend().kind()),
+                ),
+            }
+        }
+        "/metrics" => {
+            dataplane.refresh_gauges().await;
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                dataplane.metrics().encode(),
+            )
+        }
+        "/status" => {
+            let body = serde_json::to_vec_pretty(&dataplane.status()).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", body)
+        }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin endpoints: /healthz /readyz /metrics /status\n",
+        ),
+    }
+}

@@ -1,0 +1,618 @@
+//! The running data plane: the routing table ingress reads, and the set of
+//! subscription workers, both changed only by applying a contract.
+//!
+//! Applying is by difference. A new channel is provisioned and routed; a
+//! removed one is unrouted first (new events get 404), then its workers are
+//! drained and its backing resources released. A new subscription opens its
+//! stream and starts a worker; a removed one is stopped and drained; a changed
+//! one receives its new settings through a watch channel, so it never pauses.
+
+use crate::delivery::{Deliverer, LocalRoutes};
+use crate::metrics::{ChannelMetrics, Metrics, SubscriptionMetrics};
+use arc_swap::ArcSwap;
+use channel_core::compile::Problem;
+use channel_core::{Backend, ChannelContract, Contract, SubscriptionContract};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One routed channel.
+#[derive(Debug)]
+pub struct Route {
+    pub channel: Arc<ChannelContract>,
+    pub metrics: ChannelMetrics,
+}
+
+/// Ingress lookup tables, swapped whole on every apply (readers never lock).
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    by_path: HashMap<String, Arc<Route>>,
+    by_host: HashMap<String, Arc<Route>>,
+}
+
+impl RouteTable {
+    /// The channel for a request: by `Host` (the Knative channel host, port
+    /// ignored) first, then by path `/<namespace>/<name>`.
+    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        if let Some(host) = host {
+            let host = strip_port(host);
+            if let Some(route) = self.by_host.get(host) {
+                return Some(route);
+            }
+        }
+        let path = path.strip_suffix('/').unwrap_or(path);
+        self.by_path.get(path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host;
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Resolves the hosts of channels this dispatcher serves to its own ingress,
+/// so replies and subscribers that are channels here need no cluster DNS.
+#[derive(Debug)]
+pub struct LocalChannelRoutes {
+    routes: Arc<ArcSwap<RouteTable>>,
+    ingress: SocketAddr,
+}
+
+impl LocalRoutes for LocalChannelRoutes {
+    fn resolve(&self, host: &str) -> Option<SocketAddr> {
+        let table = self.routes.load();
+        table.by_host.contains_key(host).then_some(self.ingress)
+    }
+}
+
+struct Worker {
+    channel_uid: String,
+    config: watch::Sender<Arc<SubscriptionContract>>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    metrics: Arc<SubscriptionMetrics>,
+    ready: bool,
+    message: Option<String>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("channel_uid", &self.channel_uid)
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Status of one subscription as this dispatcher serves it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionStatus {
+    pub uid: String,
+    pub name: String,
+    pub generation: i64,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+}
+
+/// Status of one channel as this dispatcher serves it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelStatus {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub address: String,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub subscriptions: Vec<SubscriptionStatus>,
+}
+
+/// A problem found while loading or compiling configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemStatus {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl From<&Problem> for ProblemStatus {
+    fn from(p: &Problem) -> Self {
+        ProblemStatus {
+            kind: p.kind.clone(),
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            reason: p.reason.clone(),
+            message: p.message.clone(),
+        }
+    }
+}
+
+/// The whole status document served at `/status`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Contract generation applied; `None` until the first one is.
+    pub generation: Option<u64>,
+    pub backend: String,
+    pub channels: Vec<ChannelStatus>,
+    pub problems: Vec<ProblemStatus>,
+    /// The last configuration error (the previous configuration stays applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Applied {
+    generation: Option<u64>,
+    channels: BTreeMap<String, (Arc<ChannelContract>, Option<String>)>,
+    workers: BTreeMap<(String, String), Worker>,
+    problems: Vec<ProblemStatus>,
+    last_error: Option<String>,
+}
+
+/// The data plane of one dispatcher process.
+#[derive(Debug)]
+pub struct Dataplane {
+    backend: Arc<dyn Backend>,
+    deliverer: Deliverer,
+    metrics: Arc<Metrics>,
+    routes: Arc<ArcSwap<RouteTable>>,
+    applied: tokio::sync::Mutex<Applied>,
+    /// Snapshot for readers that must not wait for an apply in progress.
+    status: Mutex<Status>,
+}
+
+impl Dataplane {
+    /// A data plane over `backend` with nothing applied yet.
+    pub fn new(backend: Arc<dyn Backend>, deliverer: Deliverer, metrics: Arc<Metrics>, routes: Arc<ArcSwap<RouteTable>>) -> Dataplane {
+        let status = Status {
+            generation: None,
+            backend: backend.kind().to_string(),
+            channels: Vec::new(),
+            problems: Vec::new(),
+            last_error: None,
+        };
+        Dataplane {
+            backend,
+            deliverer,
+            metrics,
+            routes,
+            applied: tokio::sync::Mutex::new(Applied::default()),
+            status: Mutex::new(status),
+        }
+    }
+
+    /// The local-route resolver for the delivery client.
+    pub fn local_routes(routes: Arc<ArcSwap<RouteTable>>, ingress: SocketAddr) -> Arc<dyn LocalRoutes> {
+        let ingress = if ingress.ip().is_unspecified() {
+            SocketAddr::new(
+                if ingress.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                },
+                ingress.port(),
+            )
+        } else {
+            ingress
+        };
+        Arc::new(LocalChannelRoutes { routes, ingress })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The routing table ingress reads.
+    pub fn routes(&self) -> &Arc<ArcSwap<RouteTable>> {
+        &self.routes
+    }
+
+    /// Current status snapshot.
+    pub fn status(&self) -> Status {
+        let mut status = self
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        // Refresh queue depths (cheap for backends that know them).
+        let routes = self.routes.load();
+        for ch in &mut status.channels {
+            if let Some(route) = routes.by_path.get(&format!("/{}/{}", ch.namespace, ch.name)) {
+                for sub in &mut ch.subscriptions {
+                    if let Some(contract) = route.channel.subscriptions.iter().find(|s| s.uid == sub.uid) {
+                        sub.pending = self.backend.pending(&route.channel, contract);
+                    }
+                }
+            }
+        }
+        status
+    }
+
+    /// Update queue-depth gauges (called before a metrics scrape).
+    pub async fn refresh_gauges(&self) {
+        let applied = self.applied.lock().await;
+        for ((channel_uid, sub_uid), worker) in &applied.workers {
+            if let Some((channel, _)) = applied.channels.get(channel_uid) {
+                if let Some(sub) = channel.subscriptions.iter().find(|s| &s.uid == sub_uid) {
+                    if let Some(depth) = self.backend.pending(channel, sub) {
+                        worker.metrics.set_queue_depth(depth);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a contract has been applied.
+    pub fn has_contract(&self) -> bool {
+        self.status
+            .lock()
+            .map(|s| s.generation.is_some())
+            .unwrap_or(false)
+    }
+
+    /// Record a configuration error without changing what is applied.
+    pub async fn record_error(&self, error: String) {
+        let mut applied = self.applied.lock().await;
+        applied.last_error = Some(error);
+        self.publish_status(&applied);
+    }
+
+    /// Apply a contract by difference. Channels of other backends are ignored
+    /// (with a problem entry), so one manifest set can feed every dispatcher.
+    pub async fn apply(&self, contract: Contract, problems: Vec<ProblemStatus>) {
+        let mut applied = self.applied.lock().await;
+        let kind = self.backend.kind();
+        let mut problems = problems;
+        let mut desired: BTreeMap<String, Arc<ChannelContract>> = BTreeMap::new();
+        for channel in contract.channels {
+            if channel.backend != kind {
+                problems.push(ProblemStatus {
+                    kind: channel.kind.clone(),
+                    namespace: channel.namespace.clone(),
+                    name: channel.name.clone(),
+                    reason: "OtherBackend".into(),
+                    message: format!(
+                        "channel uses backend {} and is served by that backend's dispatcher, not this {} dispatcher",
+                        channel.backend, kind
+                    ),
+                });
+                continue;
+            }
+            desired.insert(channel.uid.clone(), Arc::new(channel));
+        }
+
+        // 1. Removed channels: unroute, stop their workers, release resources.
+        let removed: Vec<String> = applied
+            .channels
+            .keys()
+            .filter(|uid| !desired.contains_key(*uid))
+            .cloned()
+            .collect();
+        if !removed.is_empty() {
+            let keep: Vec<Arc<ChannelContract>> = applied
+                .channels
+                .iter()
+                .filter(|(uid, _)| !removed.contains(uid))
+                .map(|(_, (c, _))| c.clone())
+                .collect();
+            self.publish_routes(&keep);
+        }
+        for uid in &removed {
+            let keys: Vec<(String, String)> = applied
+                .workers
+                .keys()
+                .filter(|(c, _)| c == uid)
+                .cloned()
+                .collect();
+            let mut stopping = Vec::new();
+            for key in keys {
+                if let Some(worker) = applied.workers.remove(&key) {
+                    stopping.push(worker);
+                }
+            }
+            let Some((channel, _)) = applied.channels.remove(uid) else {
+                continue;
+            };
+            for worker in stopping {
+                let sub = worker.config.borrow().clone();
+                self.stop_worker(&channel, worker).await;
+                if let Err(e) = self.backend.unsubscribe(&channel, &sub).await {
+                    tracing::warn!(channel = %channel.key(), subscription = %sub.key(), error = %e, "unsubscribe failed");
+                }
+            }
+            if let Err(e) = self.backend.deprovision(&channel).await {
+                tracing::warn!(channel = %channel.key(), error = %e, "deprovision failed");
+            }
+            tracing::info!(channel = %channel.key(), "channel removed");
+        }
+
+        // 2. New or changed channels: provision (idempotent, updates parameters).
+        for (uid, channel) in &desired {
+            let changed = match applied.channels.get(uid) {
+                Some((old, _)) => old.parameters != channel.parameters || old.ingress != channel.ingress,
+                None => true,
+            };
+            let message = if changed {
+                match self.backend.provision(channel).await {
+                    Ok(()) => {
+                        tracing::info!(channel = %channel.key(), backend = %kind, "channel provisioned");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(channel = %channel.key(), error = %e, "provisioning failed");
+                        Some(format!("provisioning failed: {e}"))
+                    }
+                }
+            } else {
+                applied.channels.get(uid).and_then(|(_, m)| m.clone())
+            };
+            applied.channels.insert(uid.clone(), (channel.clone(), message));
+        }
+
+        // 3. Subscriptions: stop removed, update changed, start new.
+        let desired_subs: BTreeMap<(String, String), (Arc<ChannelContract>, SubscriptionContract)> = desired
+            .values()
+            .flat_map(|c| {
+                c.subscriptions
+                    .iter()
+                    .map(move |s| ((c.uid.clone(), s.uid.clone()), (c.clone(), s.clone())))
+            })
+            .collect();
+        let gone: Vec<(String, String)> = applied
+            .workers
+            .keys()
+            .filter(|k| !desired_subs.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(worker) = applied.workers.remove(&key) {
+                let sub = worker.config.borrow().clone();
+                if let Some((channel, _)) = applied.channels.get(&key.0) {
+                    let channel = channel.clone();
+                    self.stop_worker(&channel, worker).await;
+                    if let Err(e) = self.backend.unsubscribe(&channel, &sub).await {
+                        tracing::warn!(subscription = %sub.key(), error = %e, "unsubscribe failed");
+                    }
+                    self.metrics
+                        .forget_subscription(&sub.namespace, &channel.name, &sub.name);
+                }
+                tracing::info!(subscription = %sub.key(), "subscription removed");
+            }
+        }
+        for (key, (channel, sub)) in desired_subs {
+            if let Some(worker) = applied.workers.get_mut(&key) {
+                if **worker.config.borrow() != sub {
+                    tracing::info!(subscription = %sub.key(), "subscription updated");
+                    worker.config.send_replace(Arc::new(sub));
+                }
+                continue;
+            }
+            let ready_channel = applied
+                .channels
+                .get(&channel.uid)
+                .is_some_and(|(_, m)| m.is_none());
+            let worker = if ready_channel {
+                self.start_worker(&channel, sub).await
+            } else {
+                None
+            };
+            if let Some(worker) = worker {
+                applied.workers.insert(key, worker);
+            }
+        }
+
+        // 4. Route new channels only once their subscriptions are running, so
+        //    the first event accepted is seen by every subscription.
+        let routed: Vec<Arc<ChannelContract>> = applied
+            .channels
+            .values()
+            .filter(|(_, m)| m.is_none())
+            .map(|(c, _)| c.clone())
+            .collect();
+        self.publish_routes(&routed);
+
+        applied.generation = Some(contract.generation);
+        applied.problems = problems;
+        applied.last_error = None;
+        self.metrics.set_generation(contract.generation);
+        self.publish_status(&applied);
+        tracing::info!(
+            generation = contract.generation,
+            channels = applied.channels.len(),
+            subscriptions = applied.workers.len(),
+            "contract applied"
+        );
+    }
+
+    async fn start_worker(&self, channel: &Arc<ChannelContract>, sub: SubscriptionContract) -> Option<Worker> {
+        let stream = match self.backend.subscribe(channel, &sub).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::error!(subscription = %sub.key(), error = %e, "subscribe failed");
+                return None;
+            }
+        };
+        let metrics = self.metrics.subscription(&sub.namespace, &channel.name, &sub.name);
+        let stop = CancellationToken::new();
+        let (config, rx) = watch::channel(Arc::new(sub.clone()));
+        let deliverer = self.deliverer.clone();
+        let task_channel = channel.clone();
+        let task_stop = stop.clone();
+        let task = tokio::spawn(async move {
+            deliverer
+                .run_subscription(task_channel, rx, stream, task_stop)
+                .await;
+        });
+        tracing::info!(subscription = %sub.key(), channel = %channel.key(), "subscription started");
+        Some(Worker {
+            channel_uid: channel.uid.clone(),
+            config,
+            stop,
+            task,
+            metrics,
+            ready: true,
+            message: None,
+        })
+    }
+
+    async fn stop_worker(&self, channel: &ChannelContract, worker: Worker) {
+        worker.stop.cancel();
+        if let Err(e) = worker.task.await {
+            tracing::error!(channel = %channel.key(), error = %e, "subscription worker failed");
+        }
+    }
+
+    fn publish_routes(&self, channels: &[Arc<ChannelContract>]) {
+        let mut table = RouteTable::default();
+        let current = self.routes.load();
+        for channel in channels {
+            // Keep metric handles of channels that stay.
+            let metrics = current
+                .by_path
+                .get(&channel.ingress.path)
+                .map(|r| r.metrics.clone())
+                .unwrap_or_else(|| self.metrics.channel(&channel.namespace, &channel.name));
+            let route = Arc::new(Route {
+                channel: channel.clone(),
+                metrics,
+            });
+            table.by_path.insert(channel.ingress.path.clone(), route.clone());
+            table.by_host.insert(channel.ingress.host.clone(), route);
+        }
+        self.routes.store(Arc::new(table));
+    }
+
+    fn publish_status(&self, applied: &Applied) {
+        let channels = applied
+            .channels
+            .values()
+            .map(|(channel, message)| {
+                let subscriptions = channel
+                    .subscriptions
+                    .iter()
+                    .map(|s| {
+                        let worker = applied.workers.get(&(channel.uid.clone(), s.uid.clone()));
+                        SubscriptionStatus {
+                            uid: s.uid.clone(),
+                            name: s.name.clone(),
+                            generation: s.generation,
+                            ready: worker.is_some_and(|w| w.ready),
+                            message: match worker {
+                                Some(w) => w.message.clone(),
+                                None => Some("no delivery stream (see the dispatcher log)".into()),
+                            },
+                            pending: None,
+                        }
+                    })
+                    .collect();
+                ChannelStatus {
+                    uid: channel.uid.clone(),
+                    namespace: channel.namespace.clone(),
+                    name: channel.name.clone(),
+                    address: channel.address(),
+                    ready: message.is_none(),
+                    message: message.clone(),
+                    subscriptions,
+                }
+            })
+            .collect();
+        let status = Status {
+            generation: applied.generation,
+            backend: self.backend.kind().to_string(),
+            channels,
+            problems: applied.problems.clone(),
+            last_error: applied.last_error.clone(),
+        };
+        match self.status.lock() {
+            Ok(mut s) => *s = status,
+            Err(e) => *e.into_inner() = status,
+        }
+    }
+
+    /// Stop every subscription worker (draining in-flight deliveries) and
+    /// wait for them. Ingress must already be closed.
+    pub async fn shutdown(&self) {
+        let mut applied = self.applied.lock().await;
+        let workers = std::mem::take(&mut applied.workers);
+        for worker in workers.values() {
+            worker.stop.cancel();
+        }
+        for (_, worker) in workers {
+            if let Err(e) = worker.task.await {
+                tracing::error!(error = %e, "subscription worker failed during shutdown");
+            }
+        }
+        self.publish_status(&applied);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use channel_core::contract::Ingress;
+
+    fn channel(ns: &str, name: &str) -> Arc<ChannelContract> {
+        Arc::new(ChannelContract {
+            uid: format!("{ns}-{name}"),
+            namespace: ns.into(),
+            name: name.into(),
+            kind: "Channel".into(),
+            backend: channel_core::BackendKind::InMemory,
+            class: "in-memory-channel".into(),
+            ingress: Ingress::for_channel(ns, name),
+            parameters: Default::default(),
+            subscriptions: vec![],
+        })
+    }
+
+    #[test]
+    fn routes_by_host_then_path() {
+        let metrics = Metrics::new();
+        let mut table = RouteTable::default();
+        for c in [channel("default", "a"), channel("prod", "b")] {
+            let route = Arc::new(Route {
+                metrics: metrics.channel(&c.namespace, &c.name),
+                channel: c.clone(),
+            });
+            table.by_path.insert(c.ingress.path.clone(), route.clone());
+            table.by_host.insert(c.ingress.host.clone(), route);
+        }
+        let hit = |host: Option<&str>, path: &str| table.lookup(host, path).map(|r| r.channel.name.clone());
+        assert_eq!(hit(None, "/default/a"), Some("a".into()));
+        assert_eq!(hit(None, "/default/a/"), Some("a".into()));
+        assert_eq!(hit(Some("b-kn-channel.prod.svc.cluster.local"), "/"), Some("b".into()));
+        assert_eq!(hit(Some("b-kn-channel.prod.svc.cluster.local:80"), "/x"), Some("b".into()));
+        assert_eq!(hit(Some("localhost:8080"), "/prod/b"), Some("b".into()));
+        assert_eq!(hit(Some("localhost:8080"), "/prod/c"), None);
+        assert_eq!(hit(None, "/"), None);
+    }
+}

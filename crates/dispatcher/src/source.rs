@@ -1,0 +1,180 @@
+//! Loading and watching the dispatcher's configuration source.
+//!
+//! Files are polled: every interval the watcher takes a fingerprint (path,
+//! size, modification time and inode of every file, following symlinks) and
+//! reloads when it changes. Polling is deliberate: it sees the `..data`
+//! symlink swap kubelet performs on mounted ConfigMaps and atomic renames,
+//! which inotify-based watchers are known to miss, and costs a few `stat`
+//! calls per interval.
+//!
+//! A configuration that fails to load at start-up is fatal (the process
+//! exits with the reason). Later failures keep the previous configuration
+//! applied and are reported on `/status`.
+
+use crate::config::Source;
+use crate::dataplane::ProblemStatus;
+use channel_core::compile::compile;
+use channel_core::manifests::load_paths;
+use channel_core::{BackendKind, Contract};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// A configuration ready to apply.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub contract: Contract,
+    pub problems: Vec<ProblemStatus>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Manifests(#[from] channel_core::manifests::ManifestError),
+    #[error("cannot read contract {path}: {source}")]
+    ReadContract {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("contract {path} is not a valid contract document: {source}")]
+    ParseContract {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, u64)>;
+
+/// Loads a [`Source`] and tells when it changed.
+#[derive(Debug)]
+pub struct SourceWatcher {
+    source: Source,
+    backend: BackendKind,
+    fingerprint: Option<Fingerprint>,
+    last: Option<Contract>,
+    generation: u64,
+}
+
+impl SourceWatcher {
+    pub fn new(source: Source, backend: BackendKind) -> Self {
+        SourceWatcher {
+            source,
+            backend,
+            fingerprint: None,
+            last: None,
+            generation: 0,
+        }
+    }
+
+    /// Load now, whatever the fingerprint says.
+    pub fn load(&mut self) -> Result<Loaded, LoadError> {
+        self.fingerprint = Some(self.take_fingerprint());
+        let loaded = match &self.source {
+            Source::Manifests(paths) => {
+                let manifests = load_paths(paths)?;
+                for warning in &manifests.warnings {
+                    tracing::warn!(warning = %warning, "manifest warning");
+                }
+                let compiled = compile(&manifests);
+                let mut contract = compiled
+                    .contracts
+                    .get(&self.backend)
+                    .cloned()
+                    .unwrap_or_default();
+                contract.backend = Some(self.backend);
+                // Other backends' channels are listed so /status can say who serves them.
+                for (kind, other) in &compiled.contracts {
+                    if *kind != self.backend {
+                        contract.channels.extend(other.channels.iter().cloned());
+                    }
+                }
+                // Embedded mode numbers generations itself: +1 per content change.
+                match &self.last {
+                    Some(last) if last.same_content(&contract) => contract.generation = self.generation,
+                    _ => {
+                        self.generation += 1;
+                        contract.generation = self.generation;
+                    }
+                }
+                Loaded {
+                    contract,
+                    problems: compiled.problems.iter().map(ProblemStatus::from).collect(),
+                }
+            }
+            Source::Contract(path) => {
+                let bytes = std::fs::read(path).map_err(|source| LoadError::ReadContract {
+                    path: path.clone(),
+                    source,
+                })?;
+                let contract = Contract::from_json(&bytes).map_err(|source| LoadError::ParseContract {
+                    path: path.clone(),
+                    source,
+                })?;
+                Loaded {
+                    contract,
+                    problems: Vec::new(),
+                }
+            }
+        };
+        self.last = Some(loaded.contract.clone());
+        Ok(loaded)
+    }
+
+    /// Reload if any watched file changed; `None` when nothing changed or the
+    /// new content equals what was loaded last.
+    pub fn poll(&mut self) -> Option<Result<Loaded, LoadError>> {
+        let fingerprint = self.take_fingerprint();
+        if self.fingerprint.as_ref() == Some(&fingerprint) {
+            return None;
+        }
+        let previous = self.last.clone();
+        let result = self.load();
+        self.fingerprint = Some(fingerprint);
+        match (&result, previous) {
+            (Ok(loaded), Some(prev))
+                if loaded.contract.same_content(&prev) && loaded.contract.generation == prev.generation =>
+            {
+                None
+            }
+            _ => Some(result),
+        }
+    }
+
+    fn take_fingerprint(&self) -> Fingerprint {
+        let mut out = Vec::new();
+        match &self.source {
+            Source::Manifests(paths) => {
+                for path in paths {
+                    fingerprint_path(path, &mut out, 0);
+                }
+            }
+            Source::Contract(path) => fingerprint_path(path, &mut out, 0),
+        }
+        out.sort();
+        out
+    }
+}
+
+fn fingerprint_path(path: &Path, out: &mut Fingerprint, depth: usize) {
+    use std::os::unix::fs::MetadataExt;
+    if depth > 16 {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        out.push((path.to_path_buf(), u64::MAX, None, 0));
+        return;
+    };
+    if meta.is_dir() {
+        // The directory's own mtime catches added and removed files.
+        out.push((path.to_path_buf(), 0, meta.modified().ok(), meta.ino()));
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                fingerprint_path(&entry.path(), out, depth + 1);
+            }
+        }
+    } else {
+        out.push((path.to_path_buf(), meta.len(), meta.modified().ok(), meta.ino()));
+    }
+}
