@@ -1,1 +1,474 @@
-//! In-memory backend.
+//! The in-memory channel backend: a bounded log per channel with one cursor
+//! per subscription.
+//!
+//! Each channel keeps the events that at least one of its subscriptions has
+//! not yet settled, in a ring buffer bounded by a count and a byte size
+//! (`maxEvents`, `maxBytes` class or template parameters; dispatcher flags
+//! give the defaults). Subscriptions progress independently: a slow or
+//! stalled subscriber only holds the events it has not finished, the others
+//! keep receiving, and only when the bound is reached does ingress answer
+//! `429` with `Retry-After` — explicit backpressure instead of unbounded
+//! memory or lost events.
+//!
+//! Settlements may arrive in any order: a cursor advances over the
+//! contiguous prefix of final outcomes and remembers the ones beyond it, so a
+//! restarted subscription worker resumes without losing or repeating events.
+//! Abandoned deliveries (shutdown, worker stop) are handed out again.
+//!
+//! Nothing survives a restart of the process: like Knative's
+//! InMemoryChannel, this backend is for development and for workloads that
+//! accept losing buffered events when the dispatcher stops.
+//!
+//! This crate knows nothing of Kafka or NATS.
+
+use async_trait::async_trait;
+use channel_core::backend::{
+    Acknowledgement, Backend, BackendError, BackendErrorKind, Delivery, DeliveryStream, Health,
+    Outcome, PersistError, PersistErrorKind, Position,
+};
+use channel_core::{BackendKind, ChannelContract, Event, SubscriptionContract};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Per-channel bounds of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most events held for a channel.
+    pub max_events: usize,
+    /// Most bytes (approximate in-memory size of the events) held for a channel.
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_events: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults overridden by a channel's `maxEvents` / `maxBytes` parameters.
+    pub fn for_channel(self, channel: &ChannelContract) -> Result<Limits, BackendError> {
+        let read = |name: &str, default: usize| -> Result<usize, BackendError> {
+            match channel.parameters.get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| *n > 0)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        BackendError::new(
+                            BackendErrorKind::Invalid,
+                            format!("parameter {name} must be a positive integer, got {v}"),
+                        )
+                    }),
+            }
+        };
+        Ok(Limits {
+            max_events: read("maxEvents", self.max_events)?,
+            max_bytes: read("maxBytes", self.max_bytes)?,
+        })
+    }
+}
+
+/// How long producers are asked to wait when a channel is full.
+const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct Cursor {
+    /// Every offset below this is settled final.
+    committed: u64,
+    /// Next offset never handed out.
+    next: u64,
+    /// Final settlements beyond `committed`.
+    settled: BTreeSet<u64>,
+    /// Abandoned offsets to hand out again, lowest first.
+    redeliver: BTreeSet<u64>,
+}
+
+impl Cursor {
+    fn unsettled(&self, end: u64) -> u64 {
+        end.saturating_sub(self.committed)
+            .saturating_sub(self.settled.len() as u64)
+    }
+}
+
+#[derive(Debug)]
+struct Log {
+    /// Offset of `events[0]`.
+    base: u64,
+    events: VecDeque<(Arc<Event>, usize)>,
+    bytes: usize,
+    limits: Limits,
+    cursors: HashMap<String, Cursor>,
+    closed: bool,
+}
+
+impl Log {
+    fn end(&self) -> u64 {
+        self.base + self.events.len() as u64
+    }
+
+    /// Drop events every subscription has settled.
+    fn trim(&mut self) {
+        let low = self
+            .cursors
+            .values()
+            .map(|c| c.committed)
+            .min()
+            .unwrap_or_else(|| self.end());
+        while self.base < low {
+            match self.events.pop_front() {
+                Some((_, size)) => {
+                    self.bytes -= size;
+                    self.base += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn get(&self, offset: u64) -> Option<Arc<Event>> {
+        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
+        self.events.get(index).map(|(e, _)| e.clone())
+    }
+}
+
+#[derive(Debug)]
+struct ChannelLog {
+    log: Mutex<Log>,
+    /// Woken on every append, settle-to-redeliver and close.
+    wake: Notify,
+}
+
+impl ChannelLog {
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        // A panic while holding the lock leaves consistent data (every
+        // mutation is completed before any call that could panic).
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The in-memory backend.
+#[derive(Debug, Default)]
+pub struct InMemoryBackend {
+    defaults: Limits,
+    channels: RwLock<HashMap<String, Arc<ChannelLog>>>,
+}
+
+impl InMemoryBackend {
+    /// A backend whose channels default to `defaults` bounds.
+    pub fn new(defaults: Limits) -> Self {
+        InMemoryBackend {
+            defaults,
+            channels: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, uid: &str) -> Option<Arc<ChannelLog>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
+    }
+
+    fn not_found(channel: &ChannelContract) -> BackendError {
+        BackendError::new(
+            BackendErrorKind::NotFound,
+            format!("channel {} is not provisioned", channel.key()),
+        )
+    }
+}
+
+#[async_trait]
+impl Backend for InMemoryBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::InMemory
+    }
+
+    async fn provision(&self, channel: &ChannelContract) -> Result<(), BackendError> {
+        let limits = self.defaults.for_channel(channel)?;
+        let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        match channels.get(&channel.uid) {
+            Some(existing) => existing.lock().limits = limits,
+            None => {
+                channels.insert(
+                    channel.uid.clone(),
+                    Arc::new(ChannelLog {
+                        log: Mutex::new(Log {
+                            base: 0,
+                            events: VecDeque::new(),
+                            bytes: 0,
+                            limits,
+                            cursors: HashMap::new(),
+                            closed: false,
+                        }),
+                        wake: Notify::new(),
+                    }),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn deprovision(&self, channel: &ChannelContract) -> Result<(), BackendError> {
+        let removed = self
+            .channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&channel.uid);
+        if let Some(log) = removed {
+            {
+                let mut inner = log.lock();
+                inner.closed = true;
+                inner.events.clear();
+                inner.bytes = 0;
+            }
+            log.wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn persist(&self, channel: &ChannelContract, event: Event) -> Result<(), PersistError> {
+        let Some(log) = self.channel(&channel.uid) else {
+            return Err(PersistError::new(
+                PersistErrorKind::UnknownChannel,
+                format!("channel {} is not provisioned", channel.key()),
+            ));
+        };
+        let size = event.size_hint();
+        {
+            let mut inner = log.lock();
+            if inner.closed {
+                return Err(PersistError::new(
+                    PersistErrorKind::UnknownChannel,
+                    format!("channel {} was removed", channel.key()),
+                ));
+            }
+            if inner.cursors.is_empty() {
+                // No subscription: Knative channels accept and drop.
+                return Ok(());
+            }
+            if size > inner.limits.max_bytes {
+                return Err(PersistError::new(
+                    PersistErrorKind::Rejected,
+                    format!(
+                        "event of {size} bytes exceeds the channel's buffer of {} bytes",
+                        inner.limits.max_bytes
+                    ),
+                ));
+            }
+            if inner.events.len() >= inner.limits.max_events
+                || inner.bytes + size > inner.limits.max_bytes
+            {
+                return Err(PersistError::new(
+                    PersistErrorKind::Full,
+                    format!(
+                        "channel {} is full ({} events, {} bytes buffered for slow subscribers); retry later",
+                        channel.key(),
+                        inner.events.len(),
+                        inner.bytes
+                    ),
+                )
+                .with_retry_after(FULL_RETRY_AFTER));
+            }
+            inner.events.push_back((Arc::new(event), size));
+            inner.bytes += size;
+        }
+        log.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &ChannelContract,
+        subscription: &SubscriptionContract,
+    ) -> Result<Box<dyn DeliveryStream>, BackendError> {
+        let log = self
+            .channel(&channel.uid)
+            .ok_or_else(|| Self::not_found(channel))?;
+        {
+            let mut inner = log.lock();
+            let end = inner.end();
+            // A new subscription starts at the end of the log: it receives
+            // every event stored after it was subscribed. An existing one
+            // (worker restarted) resumes where it stands.
+            inner
+                .cursors
+                .entry(subscription.uid.clone())
+                .or_insert_with(|| Cursor {
+                    committed: end,
+                    next: end,
+                    ..Cursor::default()
+                });
+        }
+        Ok(Box::new(Stream {
+            log,
+            subscription: Arc::from(subscription.uid.as_str()),
+        }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        channel: &ChannelContract,
+        subscription: &SubscriptionContract,
+    ) -> Result<(), BackendError> {
+        if let Some(log) = self.channel(&channel.uid) {
+            {
+                let mut inner = log.lock();
+                inner.cursors.remove(&subscription.uid);
+                inner.trim();
+            }
+            log.wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        Health::Healthy
+    }
+
+    fn pending(
+        &self,
+        channel: &ChannelContract,
+        subscription: &SubscriptionContract,
+    ) -> Option<u64> {
+        let log = self.channel(&channel.uid)?;
+        let inner = log.lock();
+        let end = inner.end();
+        inner
+            .cursors
+            .get(&subscription.uid)
+            .map(|c| c.unsettled(end))
+    }
+}
+
+/// One subscription's view of a channel log.
+#[derive(Debug)]
+struct Stream {
+    log: Arc<ChannelLog>,
+    subscription: Arc<str>,
+}
+
+#[async_trait]
+impl DeliveryStream for Stream {
+    async fn next(&mut self) -> Option<Result<Delivery, BackendError>> {
+        loop {
+            // Register interest before looking, so an append between the
+            // look and the wait is not missed.
+            let notified = self.log.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.log.lock();
+                if inner.closed {
+                    return None;
+                }
+                let end = inner.end();
+                let base = inner.base;
+                let cursor = inner.cursors.get_mut(&*self.subscription)?;
+                let (offset, redelivered) = if let Some(offset) = cursor.redeliver.pop_first() {
+                    (offset, true)
+                } else if cursor.next < end {
+                    cursor.next = cursor.next.max(base);
+                    let offset = cursor.next;
+                    cursor.next += 1;
+                    (offset, false)
+                } else {
+                    (u64::MAX, false)
+                };
+                if offset != u64::MAX {
+                    if let Some(event) = inner.get(offset) {
+                        return Some(Ok(Delivery {
+                            ordering_key: event
+                                .extension("partitionkey")
+                                .map(|k| Arc::from(k.as_ref())),
+                            event,
+                            position: Position {
+                                partition: 0,
+                                offset: i64::try_from(offset).unwrap_or(i64::MAX),
+                            },
+                            redeliveries: u32::from(redelivered),
+                            ack: Box::new(Ack {
+                                log: self.log.clone(),
+                                subscription: self.subscription.clone(),
+                                offset,
+                                settled: false,
+                            }),
+                        }));
+                    }
+                    continue;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Settles one offset of one subscription.
+#[derive(Debug)]
+struct Ack {
+    log: Arc<ChannelLog>,
+    subscription: Arc<str>,
+    offset: u64,
+    settled: bool,
+}
+
+impl Ack {
+    fn record(&mut self, outcome: Outcome) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let mut wake = false;
+        {
+            let mut inner = self.log.lock();
+            let Some(cursor) = inner.cursors.get_mut(&*self.subscription) else {
+                return;
+            };
+            if self.offset < cursor.committed {
+                return;
+            }
+            if outcome.is_final() {
+                if self.offset == cursor.committed {
+                    cursor.committed += 1;
+                    while cursor.settled.remove(&cursor.committed) {
+                        cursor.committed += 1;
+                    }
+                } else {
+                    cursor.settled.insert(self.offset);
+                }
+                inner.trim();
+            } else {
+                cursor.redeliver.insert(self.offset);
+                wake = true;
+            }
+        }
+        if wake {
+            self.log.wake.notify_waiters();
+        }
+    }
+}
+
+#[async_trait]
+impl Acknowledgement for Ack {
+    async fn settle(mut self: Box<Self>, outcome: Outcome) -> Result<(), BackendError> {
+        self.record(outcome);
+        Ok(())
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        // An unsettled delivery is abandoned: hand it out again.
+        self.record(Outcome::Abandoned);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -16,7 +16,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use std::sync::Arc;
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
@@ -28,7 +32,11 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
 /// Handle one admin request.
 pub async fn handle<B>(dataplane: Arc<Dataplane>, req: Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "admin endpoints accept GET\n");
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "admin endpoints accept GET\n",
+        );
     }
     match req.uri().path() {
         "/healthz" | "/livez" => respond(StatusCode::OK, "text/plain", "ok\n"),
@@ -45,7 +53,10 @@ pub async fn handle<B>(dataplane: Arc<Dataplane>, req: Request<B>) -> Response<F
                 Health::Unhealthy(reason) => respond(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    format!("not ready: backend {} unhealthy: {reason}\n", dataplane.backend().kind()),
+                    format!(
+                        "not ready: backend {} unhealthy: {reason}\n",
+                        dataplane.backend().kind()
+                    ),
                 ),
             }
         }

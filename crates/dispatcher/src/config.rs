@@ -33,7 +33,13 @@ pub enum Source {
 pub struct DispatcherArgs {
     /// Knative YAML manifests to serve (file or directory; repeatable). They
     /// are watched: a change is applied within a second, by difference.
-    #[arg(long = "manifests", env = "KN_CHANNEL_MANIFESTS", value_delimiter = ',', conflicts_with = "contract", required_unless_present = "contract")]
+    #[arg(
+        long = "manifests",
+        env = "KN_CHANNEL_MANIFESTS",
+        value_delimiter = ',',
+        conflicts_with = "contract",
+        required_unless_present = "contract"
+    )]
     pub manifests: Vec<PathBuf>,
 
     /// Data-plane contract file written by the provisioner (JSON). Watched,

@@ -188,7 +188,12 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// A data plane over `backend` with nothing applied yet.
-    pub fn new(backend: Arc<dyn Backend>, deliverer: Deliverer, metrics: Arc<Metrics>, routes: Arc<ArcSwap<RouteTable>>) -> Dataplane {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        deliverer: Deliverer,
+        metrics: Arc<Metrics>,
+        routes: Arc<ArcSwap<RouteTable>>,
+    ) -> Dataplane {
         let status = Status {
             generation: None,
             backend: backend.kind().to_string(),
@@ -207,7 +212,10 @@ impl Dataplane {
     }
 
     /// The local-route resolver for the delivery client.
-    pub fn local_routes(routes: Arc<ArcSwap<RouteTable>>, ingress: SocketAddr) -> Arc<dyn LocalRoutes> {
+    pub fn local_routes(
+        routes: Arc<ArcSwap<RouteTable>>,
+        ingress: SocketAddr,
+    ) -> Arc<dyn LocalRoutes> {
         let ingress = if ingress.ip().is_unspecified() {
             SocketAddr::new(
                 if ingress.is_ipv4() {
@@ -246,9 +254,17 @@ impl Dataplane {
         // Refresh queue depths (cheap for backends that know them).
         let routes = self.routes.load();
         for ch in &mut status.channels {
-            if let Some(route) = routes.by_path.get(&format!("/{}/{}", ch.namespace, ch.name)) {
+            if let Some(route) = routes
+                .by_path
+                .get(&format!("/{}/{}", ch.namespace, ch.name))
+            {
                 for sub in &mut ch.subscriptions {
-                    if let Some(contract) = route.channel.subscriptions.iter().find(|s| s.uid == sub.uid) {
+                    if let Some(contract) = route
+                        .channel
+                        .subscriptions
+                        .iter()
+                        .find(|s| s.uid == sub.uid)
+                    {
                         sub.pending = self.backend.pending(&route.channel, contract);
                     }
                 }
@@ -358,7 +374,9 @@ impl Dataplane {
         // 2. New or changed channels: provision (idempotent, updates parameters).
         for (uid, channel) in &desired {
             let changed = match applied.channels.get(uid) {
-                Some((old, _)) => old.parameters != channel.parameters || old.ingress != channel.ingress,
+                Some((old, _)) => {
+                    old.parameters != channel.parameters || old.ingress != channel.ingress
+                }
                 None => true,
             };
             let message = if changed {
@@ -375,18 +393,21 @@ impl Dataplane {
             } else {
                 applied.channels.get(uid).and_then(|(_, m)| m.clone())
             };
-            applied.channels.insert(uid.clone(), (channel.clone(), message));
+            applied
+                .channels
+                .insert(uid.clone(), (channel.clone(), message));
         }
 
         // 3. Subscriptions: stop removed, update changed, start new.
-        let desired_subs: BTreeMap<(String, String), (Arc<ChannelContract>, SubscriptionContract)> = desired
-            .values()
-            .flat_map(|c| {
-                c.subscriptions
-                    .iter()
-                    .map(move |s| ((c.uid.clone(), s.uid.clone()), (c.clone(), s.clone())))
-            })
-            .collect();
+        let desired_subs: BTreeMap<(String, String), (Arc<ChannelContract>, SubscriptionContract)> =
+            desired
+                .values()
+                .flat_map(|c| {
+                    c.subscriptions
+                        .iter()
+                        .map(move |s| ((c.uid.clone(), s.uid.clone()), (c.clone(), s.clone())))
+                })
+                .collect();
         let gone: Vec<(String, String)> = applied
             .workers
             .keys()
@@ -453,7 +474,11 @@ impl Dataplane {
         );
     }
 
-    async fn start_worker(&self, channel: &Arc<ChannelContract>, sub: SubscriptionContract) -> Option<Worker> {
+    async fn start_worker(
+        &self,
+        channel: &Arc<ChannelContract>,
+        sub: SubscriptionContract,
+    ) -> Option<Worker> {
         let stream = match self.backend.subscribe(channel, &sub).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -461,7 +486,9 @@ impl Dataplane {
                 return None;
             }
         };
-        let metrics = self.metrics.subscription(&sub.namespace, &channel.name, &sub.name);
+        let metrics = self
+            .metrics
+            .subscription(&sub.namespace, &channel.name, &sub.name);
         let stop = CancellationToken::new();
         let (config, rx) = watch::channel(Arc::new(sub.clone()));
         let deliverer = self.deliverer.clone();
@@ -505,7 +532,9 @@ impl Dataplane {
                 channel: channel.clone(),
                 metrics,
             });
-            table.by_path.insert(channel.ingress.path.clone(), route.clone());
+            table
+                .by_path
+                .insert(channel.ingress.path.clone(), route.clone());
             table.by_host.insert(channel.ingress.host.clone(), route);
         }
         self.routes.store(Arc::new(table));
@@ -606,11 +635,19 @@ mod tests {
             table.by_path.insert(c.ingress.path.clone(), route.clone());
             table.by_host.insert(c.ingress.host.clone(), route);
         }
-        let hit = |host: Option<&str>, path: &str| table.lookup(host, path).map(|r| r.channel.name.clone());
+        let hit = |host: Option<&str>, path: &str| {
+            table.lookup(host, path).map(|r| r.channel.name.clone())
+        };
         assert_eq!(hit(None, "/default/a"), Some("a".into()));
         assert_eq!(hit(None, "/default/a/"), Some("a".into()));
-        assert_eq!(hit(Some("b-kn-channel.prod.svc.cluster.local"), "/"), Some("b".into()));
-        assert_eq!(hit(Some("b-kn-channel.prod.svc.cluster.local:80"), "/x"), Some("b".into()));
+        assert_eq!(
+            hit(Some("b-kn-channel.prod.svc.cluster.local"), "/"),
+            Some("b".into())
+        );
+        assert_eq!(
+            hit(Some("b-kn-channel.prod.svc.cluster.local:80"), "/x"),
+            Some("b".into())
+        );
         assert_eq!(hit(Some("localhost:8080"), "/prod/b"), Some("b".into()));
         assert_eq!(hit(Some("localhost:8080"), "/prod/c"), None);
         assert_eq!(hit(None, "/"), None);

@@ -41,9 +41,10 @@ fn respond(status: StatusCode, message: impl Into<Bytes>) -> Response<Full<Bytes
     let mut response = Response::new(Full::new(message.into()));
     *response.status_mut() = status;
     if !response.body().size_hint().exact().is_some_and(|n| n == 0) {
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
     }
     response
 }
@@ -51,7 +52,11 @@ fn respond(status: StatusCode, message: impl Into<Bytes>) -> Response<Full<Bytes
 use hyper::body::Body as _;
 
 impl Ingress {
-    pub fn new(routes: Arc<ArcSwap<RouteTable>>, backend: Arc<dyn Backend>, max_body_bytes: usize) -> Self {
+    pub fn new(
+        routes: Arc<ArcSwap<RouteTable>>,
+        backend: Arc<dyn Backend>,
+        max_body_bytes: usize,
+    ) -> Self {
         Ingress {
             routes,
             backend,
@@ -95,7 +100,11 @@ impl Ingress {
         response
     }
 
-    async fn accept<B>(&self, channel: Arc<channel_core::ChannelContract>, req: Request<B>) -> Response<Full<Bytes>>
+    async fn accept<B>(
+        &self,
+        channel: Arc<channel_core::ChannelContract>,
+        req: Request<B>,
+    ) -> Response<Full<Bytes>>
     where
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -103,7 +112,10 @@ impl Ingress {
         let too_large = || {
             respond(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("event body exceeds the maximum of {} bytes\n", self.max_body_bytes),
+                format!(
+                    "event body exceeds the maximum of {} bytes\n",
+                    self.max_body_bytes
+                ),
             )
         };
         if let Some(len) = req
@@ -120,10 +132,15 @@ impl Ingress {
         let body = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     return too_large();
                 }
-                return respond(StatusCode::BAD_REQUEST, format!("failed to read the request body: {e}\n"));
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    format!("failed to read the request body: {e}\n"),
+                );
             }
         };
         let mut event = match decode_http(&parts.headers, body) {

@@ -48,7 +48,10 @@ pub async fn run(args: DispatcherArgs, backend: Arc<dyn Backend>) -> anyhow::Res
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
@@ -109,9 +112,7 @@ pub async fn run_until(
         Duration::from_secs(1),
     ));
 
-    dataplane
-        .apply(initial.contract, initial.problems)
-        .await;
+    dataplane.apply(initial.contract, initial.problems).await;
 
     let ingress_stop = CancellationToken::new();
     let handler = ingress::Ingress::new(routes, backend, args.max_body_bytes);

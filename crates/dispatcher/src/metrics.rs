@@ -166,7 +166,8 @@ impl SubscriptionMetrics {
     }
     /// Events stored but not yet settled for this subscription.
     pub fn set_queue_depth(&self, depth: u64) {
-        self.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 }
 

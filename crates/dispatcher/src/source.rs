@@ -92,7 +92,9 @@ impl SourceWatcher {
                 }
                 // Embedded mode numbers generations itself: +1 per content change.
                 match &self.last {
-                    Some(last) if last.same_content(&contract) => contract.generation = self.generation,
+                    Some(last) if last.same_content(&contract) => {
+                        contract.generation = self.generation
+                    }
                     _ => {
                         self.generation += 1;
                         contract.generation = self.generation;
@@ -108,10 +110,11 @@ impl SourceWatcher {
                     path: path.clone(),
                     source,
                 })?;
-                let contract = Contract::from_json(&bytes).map_err(|source| LoadError::ParseContract {
-                    path: path.clone(),
-                    source,
-                })?;
+                let contract =
+                    Contract::from_json(&bytes).map_err(|source| LoadError::ParseContract {
+                        path: path.clone(),
+                        source,
+                    })?;
                 Loaded {
                     contract,
                     problems: Vec::new(),
@@ -134,7 +137,8 @@ impl SourceWatcher {
         self.fingerprint = Some(fingerprint);
         match (&result, previous) {
             (Ok(loaded), Some(prev))
-                if loaded.contract.same_content(&prev) && loaded.contract.generation == prev.generation =>
+                if loaded.contract.same_content(&prev)
+                    && loaded.contract.generation == prev.generation =>
             {
                 None
             }
@@ -175,6 +179,11 @@ fn fingerprint_path(path: &Path, out: &mut Fingerprint, depth: usize) {
             }
         }
     } else {
-        out.push((path.to_path_buf(), meta.len(), meta.modified().ok(), meta.ino()));
+        out.push((
+            path.to_path_buf(),
+            meta.len(),
+            meta.modified().ok(),
+            meta.ino(),
+        ));
     }
 }
