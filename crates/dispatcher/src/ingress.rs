@@ -198,3 +198,178 @@ impl Ingress {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{Dataplane, RouteTable};
+    use crate::delivery::{Deliverer, DeliveryOptions};
+    use crate::metrics::Metrics;
+    use async_trait::async_trait;
+    use channel_core::backend::{BackendError, DeliveryStream, Health, PersistError};
+    use channel_core::contract::Ingress as IngressNames;
+    use channel_core::{BackendKind, ChannelContract, Contract, Event, SubscriptionContract};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A backend that records persisted events, or refuses with a set error.
+    #[derive(Debug, Default)]
+    struct Recording {
+        stored: Mutex<Vec<Event>>,
+        refuse: Mutex<Option<PersistErrorKind>>,
+    }
+
+    #[async_trait]
+    impl Backend for Recording {
+        fn kind(&self) -> BackendKind {
+            BackendKind::InMemory
+        }
+        async fn provision(&self, _: &ChannelContract) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn deprovision(&self, _: &ChannelContract) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn persist(&self, _: &ChannelContract, event: Event) -> Result<(), PersistError> {
+            if let Some(kind) = *self.refuse.lock().unwrap() {
+                let e = PersistError::new(kind, "refused for the test");
+                return Err(if kind == PersistErrorKind::Unavailable {
+                    e.with_retry_after(Duration::from_millis(2500))
+                } else {
+                    e
+                });
+            }
+            self.stored.lock().unwrap().push(event);
+            Ok(())
+        }
+        async fn subscribe(
+            &self,
+            _: &ChannelContract,
+            _: &SubscriptionContract,
+        ) -> Result<Box<dyn DeliveryStream>, BackendError> {
+            Err(BackendError::new(
+                channel_core::BackendErrorKind::Other,
+                "no subscriptions in this test",
+            ))
+        }
+        async fn unsubscribe(&self, _: &ChannelContract, _: &SubscriptionContract) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn health(&self) -> Health {
+            Health::Healthy
+        }
+    }
+
+    async fn setup(max_body: usize) -> (Ingress, Arc<Recording>, Arc<Metrics>) {
+        let backend = Arc::new(Recording::default());
+        let metrics = Arc::new(Metrics::new());
+        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+        let deliverer = Deliverer::new(
+            metrics.clone(),
+            DeliveryOptions {
+                drain_timeout: Duration::from_secs(1),
+                max_reply_bytes: 1024,
+                local_routes: None,
+            },
+        );
+        let dp = Dataplane::new(backend.clone(), deliverer, metrics.clone(), routes.clone());
+        let contract = Contract {
+            generation: 1,
+            backend: Some(BackendKind::InMemory),
+            channels: vec![ChannelContract {
+                uid: "u".into(),
+                namespace: "default".into(),
+                name: "orders".into(),
+                kind: "Channel".into(),
+                backend: BackendKind::InMemory,
+                class: "in-memory-channel".into(),
+                ingress: IngressNames::for_channel("default", "orders"),
+                parameters: Default::default(),
+                subscriptions: vec![],
+            }],
+        };
+        dp.apply(contract, vec![]).await;
+        (Ingress::new(routes, backend.clone(), max_body), backend, metrics)
+    }
+
+    fn binary(uri: &str, body: &'static [u8]) -> http::request::Builder {
+        let _ = body;
+        Request::post(uri)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "1")
+            .header("ce-source", "/test")
+            .header("ce-type", "t")
+            .header("content-type", "text/plain")
+    }
+
+    #[tokio::test]
+    async fn accepts_binary_and_structured_events() {
+        let (ingress, backend, metrics) = setup(1024).await;
+        let req = binary("/default/orders", b"hi")
+            .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .body(Full::new(Bytes::from_static(b"hi")))
+            .unwrap();
+        assert_eq!(ingress.handle(req).await.status(), StatusCode::ACCEPTED);
+        let req = Request::post("http://orders-kn-channel.default.svc.cluster.local/")
+            .header("content-type", "application/cloudevents+json")
+            .body(Full::new(Bytes::from_static(
+                br#"{"specversion":"1.0","id":"2","source":"/s","type":"t","data":{"x":1}}"#,
+            )))
+            .unwrap();
+        assert_eq!(ingress.handle(req).await.status(), StatusCode::ACCEPTED);
+        let stored = backend.stored.lock().unwrap().clone();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0].data.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(
+            stored[0].extension("traceparent").as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        assert_eq!(stored[1].data.as_deref(), Some(&br#"{"x":1}"#[..]));
+        assert!(metrics.encode().contains(r#"channel="orders",response_code_class="2xx"} 2"#));
+    }
+
+    #[tokio::test]
+    async fn answers_every_failure_with_its_status() {
+        let (ingress, backend, _) = setup(16).await;
+        let empty = || Full::new(Bytes::new());
+        // Unknown channel.
+        let r = ingress.handle(binary("/default/nope", b"").body(empty()).unwrap()).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        // Wrong method.
+        let r = ingress.handle(Request::get("/default/orders").body(empty()).unwrap()).await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[ALLOW], "POST, OPTIONS");
+        // OPTIONS handshake.
+        let r = ingress
+            .handle(
+                Request::options("/default/orders")
+                    .header("webhook-request-origin", "example.com")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["webhook-allowed-origin"], "example.com");
+        assert_eq!(r.headers()["webhook-allowed-rate"], "*");
+        // Not a CloudEvent / invalid.
+        let r = ingress
+            .handle(Request::post("/default/orders").body(Full::new(Bytes::from_static(b"{}"))).unwrap())
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        // Too large, by content-length and by streaming.
+        let r = ingress
+            .handle(binary("/default/orders", b"").body(Full::new(Bytes::from(vec![b'x'; 17]))).unwrap())
+            .await;
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // Backend refusals.
+        *backend.refuse.lock().unwrap() = Some(PersistErrorKind::Full);
+        let r = ingress.handle(binary("/default/orders", b"").body(empty()).unwrap()).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[RETRY_AFTER], "1");
+        *backend.refuse.lock().unwrap() = Some(PersistErrorKind::Unavailable);
+        let r = ingress.handle(binary("/default/orders", b"").body(empty()).unwrap()).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[RETRY_AFTER], "3");
+        assert!(backend.stored.lock().unwrap().is_empty());
+    }
+}
