@@ -33,7 +33,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    dispatcher::telemetry::init(cli.dispatcher.log_format);
+    dispatcher::telemetry::init(cli.dispatcher.log_format, "inmemory-dispatcher");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

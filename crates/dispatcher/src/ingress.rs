@@ -26,6 +26,7 @@ use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 const ALLOWED_METHODS: HeaderValue = HeaderValue::from_static("POST, OPTIONS");
 
@@ -158,8 +159,30 @@ impl Ingress {
                 }
             }
         }
+        // With trace export on, ingress is a span continuing the producer's
+        // trace, and the event carries this span onwards.
+        let span = if crate::telemetry::tracing_enabled() {
+            let span = tracing::info_span!(
+                "channel.ingress",
+                otel.kind = "server",
+                channel = %channel.key(),
+                event_id = %event.id,
+                event_type = %event.ty,
+            );
+            let tp = event.extension("traceparent").map(|v| v.into_owned());
+            let ts = event.extension("tracestate").map(|v| v.into_owned());
+            crate::telemetry::set_remote_parent(&span, tp.as_deref(), ts.as_deref());
+            if let Some(tp) = crate::telemetry::current_traceparent(&span) {
+                event
+                    .extensions
+                    .insert("traceparent".to_owned(), ExtensionValue::String(tp));
+            }
+            span
+        } else {
+            tracing::Span::none()
+        };
         let id = tracing::field::debug(event.id.clone());
-        match self.backend.persist(&channel, event).await {
+        match self.backend.persist(&channel, event).instrument(span).await {
             Ok(()) => respond(StatusCode::ACCEPTED, Bytes::new()),
             Err(e) => {
                 let (status, default_retry) = match e.kind {

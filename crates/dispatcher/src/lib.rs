@@ -168,5 +168,6 @@ pub async fn run_until(
     admin_stop.cancel();
     let _ = admin.await;
     tracing::info!("dispatcher stopped");
+    telemetry::shutdown();
     Ok(())
 }
