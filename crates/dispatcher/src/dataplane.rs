@@ -172,6 +172,11 @@ struct Applied {
     workers: BTreeMap<(String, String), Worker>,
     problems: Vec<ProblemStatus>,
     last_error: Option<String>,
+    /// The last contract applied, kept to retry what failed (provisioning,
+    /// subscribing) without waiting for the configuration to change.
+    last: Option<(Contract, Vec<ProblemStatus>)>,
+    /// Something in `last` is not running yet.
+    degraded: bool,
 }
 
 /// The data plane of one dispatcher process.
@@ -306,6 +311,7 @@ impl Dataplane {
     /// (with a problem entry), so one manifest set can feed every dispatcher.
     pub async fn apply(&self, contract: Contract, problems: Vec<ProblemStatus>) {
         let mut applied = self.applied.lock().await;
+        applied.last = Some((contract.clone(), problems.clone()));
         let kind = self.backend.kind();
         let mut problems = problems;
         let mut desired: BTreeMap<String, Arc<ChannelContract>> = BTreeMap::new();
@@ -374,8 +380,10 @@ impl Dataplane {
         // 2. New or changed channels: provision (idempotent, updates parameters).
         for (uid, channel) in &desired {
             let changed = match applied.channels.get(uid) {
-                Some((old, _)) => {
-                    old.parameters != channel.parameters || old.ingress != channel.ingress
+                Some((old, failed)) => {
+                    failed.is_some()
+                        || old.parameters != channel.parameters
+                        || old.ingress != channel.ingress
                 }
                 None => true,
             };
@@ -461,6 +469,15 @@ impl Dataplane {
             .collect();
         self.publish_routes(&routed);
 
+        applied.degraded = applied.channels.values().any(|(_, m)| m.is_some())
+            || desired
+                .values()
+                .flat_map(|c| {
+                    c.subscriptions
+                        .iter()
+                        .map(move |s| (c.uid.clone(), s.uid.clone()))
+                })
+                .any(|key| !applied.workers.contains_key(&key));
         applied.generation = Some(contract.generation);
         applied.problems = problems;
         applied.last_error = None;
@@ -472,6 +489,23 @@ impl Dataplane {
             subscriptions = applied.workers.len(),
             "contract applied"
         );
+    }
+
+    /// Re-apply the last contract if part of it failed (a backend that was
+    /// unreachable, a subscription that could not be opened). Cheap when
+    /// everything runs.
+    pub async fn resync(&self) {
+        let last = {
+            let applied = self.applied.lock().await;
+            if !applied.degraded {
+                return;
+            }
+            applied.last.clone()
+        };
+        if let Some((contract, problems)) = last {
+            tracing::info!(generation = contract.generation, "retrying what failed to start");
+            self.apply(contract, problems).await;
+        }
     }
 
     async fn start_worker(

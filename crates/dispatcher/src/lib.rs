@@ -33,6 +33,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// How often parts of the contract that failed to start are retried.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Run a dispatcher until SIGTERM or SIGINT, then shut down gracefully:
 /// stop accepting events, drain in-flight deliveries up to the drain
 /// timeout, and return `Ok(())`.
@@ -134,7 +137,12 @@ pub async fn run_until(
     let watch_stop = shutdown.clone();
     let watcher = Arc::new(std::sync::Mutex::new(watcher));
     let watch = tokio::spawn(async move {
+        let mut last_resync = tokio::time::Instant::now();
         loop {
+            if last_resync.elapsed() >= RESYNC_INTERVAL {
+                last_resync = tokio::time::Instant::now();
+                watch_dp.resync().await;
+            }
             tokio::select! {
                 _ = watch_stop.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
