@@ -503,7 +503,10 @@ impl Dataplane {
             applied.last.clone()
         };
         if let Some((contract, problems)) = last {
-            tracing::info!(generation = contract.generation, "retrying what failed to start");
+            tracing::info!(
+                generation = contract.generation,
+                "retrying what failed to start"
+            );
             self.apply(contract, problems).await;
         }
     }

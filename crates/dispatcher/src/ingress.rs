@@ -275,7 +275,11 @@ mod tests {
                 "no subscriptions in this test",
             ))
         }
-        async fn unsubscribe(&self, _: &ChannelContract, _: &SubscriptionContract) -> Result<(), BackendError> {
+        async fn unsubscribe(
+            &self,
+            _: &ChannelContract,
+            _: &SubscriptionContract,
+        ) -> Result<(), BackendError> {
             Ok(())
         }
         async fn health(&self) -> Health {
@@ -312,7 +316,11 @@ mod tests {
             }],
         };
         dp.apply(contract, vec![]).await;
-        (Ingress::new(routes, backend.clone(), max_body), backend, metrics)
+        (
+            Ingress::new(routes, backend.clone(), max_body),
+            backend,
+            metrics,
+        )
     }
 
     fn binary(uri: &str, body: &'static [u8]) -> http::request::Builder {
@@ -329,7 +337,10 @@ mod tests {
     async fn accepts_binary_and_structured_events() {
         let (ingress, backend, metrics) = setup(1024).await;
         let req = binary("/default/orders", b"hi")
-            .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
             .body(Full::new(Bytes::from_static(b"hi")))
             .unwrap();
         assert_eq!(ingress.handle(req).await.status(), StatusCode::ACCEPTED);
@@ -348,7 +359,9 @@ mod tests {
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         );
         assert_eq!(stored[1].data.as_deref(), Some(&br#"{"x":1}"#[..]));
-        assert!(metrics.encode().contains(r#"channel="orders",response_code_class="2xx"} 2"#));
+        assert!(metrics
+            .encode()
+            .contains(r#"channel="orders",response_code_class="2xx"} 2"#));
     }
 
     #[tokio::test]
@@ -356,10 +369,14 @@ mod tests {
         let (ingress, backend, _) = setup(16).await;
         let empty = || Full::new(Bytes::new());
         // Unknown channel.
-        let r = ingress.handle(binary("/default/nope", b"").body(empty()).unwrap()).await;
+        let r = ingress
+            .handle(binary("/default/nope", b"").body(empty()).unwrap())
+            .await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         // Wrong method.
-        let r = ingress.handle(Request::get("/default/orders").body(empty()).unwrap()).await;
+        let r = ingress
+            .handle(Request::get("/default/orders").body(empty()).unwrap())
+            .await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[ALLOW], "POST, OPTIONS");
         // OPTIONS handshake.
@@ -376,21 +393,33 @@ mod tests {
         assert_eq!(r.headers()["webhook-allowed-rate"], "*");
         // Not a CloudEvent / invalid.
         let r = ingress
-            .handle(Request::post("/default/orders").body(Full::new(Bytes::from_static(b"{}"))).unwrap())
+            .handle(
+                Request::post("/default/orders")
+                    .body(Full::new(Bytes::from_static(b"{}")))
+                    .unwrap(),
+            )
             .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         // Too large, by content-length and by streaming.
         let r = ingress
-            .handle(binary("/default/orders", b"").body(Full::new(Bytes::from(vec![b'x'; 17]))).unwrap())
+            .handle(
+                binary("/default/orders", b"")
+                    .body(Full::new(Bytes::from(vec![b'x'; 17])))
+                    .unwrap(),
+            )
             .await;
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         // Backend refusals.
         *backend.refuse.lock().unwrap() = Some(PersistErrorKind::Full);
-        let r = ingress.handle(binary("/default/orders", b"").body(empty()).unwrap()).await;
+        let r = ingress
+            .handle(binary("/default/orders", b"").body(empty()).unwrap())
+            .await;
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[RETRY_AFTER], "1");
         *backend.refuse.lock().unwrap() = Some(PersistErrorKind::Unavailable);
-        let r = ingress.handle(binary("/default/orders", b"").body(empty()).unwrap()).await;
+        let r = ingress
+            .handle(binary("/default/orders", b"").body(empty()).unwrap())
+            .await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[RETRY_AFTER], "3");
         assert!(backend.stored.lock().unwrap().is_empty());

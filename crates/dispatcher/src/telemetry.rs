@@ -15,8 +15,10 @@
 //! producer's trace, and each delivery continues the ingress span.
 
 use crate::config::LogFormat;
-use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceId, SpanId, TraceState};
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -35,7 +37,8 @@ pub fn tracing_enabled() -> bool {
 fn otlp_requested() -> bool {
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
     let exporter_off = std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none");
-    !exporter_off && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    !exporter_off
+        && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
 /// Install the global subscriber (and the OTLP exporter when configured).
@@ -55,7 +58,10 @@ pub fn init(format: LogFormat, service: &'static str) {
             .boxed(),
     };
     let otel = if otlp_requested() {
-        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
             Ok(exporter) => {
                 let mut resource = opentelemetry_sdk::Resource::builder();
                 if std::env::var("OTEL_SERVICE_NAME").is_err() {
@@ -84,7 +90,10 @@ pub fn init(format: LogFormat, service: &'static str) {
     } else {
         None
     };
-    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
 }
 
 /// Flush and stop the trace exporter (at shutdown).
@@ -101,7 +110,12 @@ pub fn parse_traceparent(value: &str, tracestate: Option<&str>) -> Option<SpanCo
     let trace_id = parts.next()?;
     let span_id = parts.next()?;
     let flags = parts.next()?;
-    if version.len() != 2 || version == "ff" || trace_id.len() != 32 || span_id.len() != 16 || flags.len() != 2 {
+    if version.len() != 2
+        || version == "ff"
+        || trace_id.len() != 32
+        || span_id.len() != 16
+        || flags.len() != 2
+    {
         return None;
     }
     if version == "00" && parts.next().is_some() {
@@ -136,7 +150,11 @@ pub fn format_traceparent(cx: &SpanContext) -> String {
 }
 
 /// Make `span` a child of the remote context in `traceparent` (if valid).
-pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+pub fn set_remote_parent(
+    span: &tracing::Span,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) {
     if let Some(cx) = traceparent.and_then(|tp| parse_traceparent(tp, tracestate)) {
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(cx));
     }

@@ -8,6 +8,8 @@
 
 mod http;
 mod json;
+#[cfg(test)]
+mod proptests;
 
 pub use self::http::{
     decode_http, encode_binary, encode_structured, DecodeError, Encoded, CE_HEADER_PREFIX,
