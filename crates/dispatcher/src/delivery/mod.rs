@@ -1,19 +1,43 @@
 //! Delivery: per-subscription loops that POST events to subscribers by the
-//! Knative rules (retry, backoff, timeout, Retry-After, dead letter, reply).
+//! Knative rules — retry, backoff, timeout, `Retry-After`, dead letter and
+//! reply.
 //!
-//! SKELETON — the interface below is fixed; the implementation is in progress.
+//! One loop runs per subscription. It takes an event from the backend only
+//! when it has room (at most `maxInFlight` events in flight), delivers each
+//! in its own task, and settles every event exactly once with the backend:
+//! `Delivered`, `DeadLettered`, `Dropped` (no dead-letter sink), or
+//! `Abandoned` when the loop is stopped before the event's outcome is final,
+//! so the backend hands it out again.
+//!
+//! Ordered subscriptions deliver one event at a time per ordering key, in
+//! the order the backend hands them out, retries included; other keys go on.
 
-use crate::metrics::Metrics;
-use channel_core::{ChannelContract, DeliveryStream, SubscriptionContract};
+mod client;
+pub mod retry;
+#[cfg(test)]
+mod tests;
+
+use crate::metrics::{Metrics, StatusClass, SubscriptionMetrics};
+use base64::Engine as _;
+use channel_core::backend::{Delivery, DeliveryStream, Outcome};
+use channel_core::contract::DeliveryOrder;
+use channel_core::event::{decode_http, DecodeError, Event, ExtensionValue};
+use channel_core::{ChannelContract, DeliveryPolicy, SubscriptionContract};
+pub use client::{Attempt, EventClient};
+use http::Uri;
+use retry::{classify, parse_retry_after, retry_delay, Verdict};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
-/// Hosts the dispatcher serves itself (channel hosts in embedded mode), so a
-/// reply or subscriber that is another channel of this dispatcher is reached
-/// without cluster DNS.
+/// Hosts the dispatcher serves itself (channel hosts), so a reply or
+/// subscriber that is another channel of this dispatcher is reached without
+/// cluster DNS.
 pub trait LocalRoutes: Send + Sync + std::fmt::Debug {
     /// The socket address to connect to for `host`, when it is served locally.
     fn resolve(&self, host: &str) -> Option<SocketAddr>;
@@ -23,23 +47,54 @@ pub trait LocalRoutes: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
     /// How long in-flight deliveries may run after a stop before they are
-    /// abandoned (left unsettled-final so the backend redelivers them).
+    /// abandoned (left for the backend to hand out again).
     pub drain_timeout: Duration,
-    /// Largest reply body read from a subscriber; larger replies are not routed.
+    /// Largest response body read from a subscriber; a larger reply is not routed.
     pub max_reply_bytes: usize,
     pub local_routes: Option<Arc<dyn LocalRoutes>>,
 }
 
+/// Largest `knativeerrordata` value, in characters of base64.
+pub const MAX_ERROR_DATA: usize = 1024;
+/// Longest pause before starting over when the dead-letter sink keeps failing.
+const MAX_DEAD_LETTER_PAUSE: Duration = Duration::from_secs(30);
+
 /// The delivery engine: an HTTP client pool plus metrics. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
-    _metrics: Arc<Metrics>,
-    _opts: DeliveryOptions,
+    client: EventClient,
+    metrics: Arc<Metrics>,
+    opts: DeliveryOptions,
+}
+
+/// Why a send to one destination ended without success.
+#[derive(Debug)]
+struct Failure {
+    destination: Url,
+    last: Attempt,
+}
+
+/// How sending to one destination (with retries) ended.
+enum Sent {
+    Ok(Attempt),
+    Failed(Failure),
+}
+
+/// Everything one delivery task needs.
+struct Job {
+    deliverer: Deliverer,
+    config: watch::Receiver<Arc<SubscriptionContract>>,
+    metrics: Arc<SubscriptionMetrics>,
+    abort: CancellationToken,
 }
 
 impl Deliverer {
     pub fn new(metrics: Arc<Metrics>, opts: DeliveryOptions) -> Self {
-        Deliverer { _metrics: metrics, _opts: opts }
+        Deliverer {
+            client: EventClient::new(opts.local_routes.clone(), opts.max_reply_bytes),
+            metrics,
+            opts,
+        }
     }
 
     /// Run one subscription until `stop` is cancelled (then drain) or the
@@ -47,11 +102,344 @@ impl Deliverer {
     /// subscription; changes apply to the next delivery without a pause.
     pub async fn run_subscription(
         &self,
-        _channel: Arc<ChannelContract>,
-        _config: watch::Receiver<Arc<SubscriptionContract>>,
-        _stream: Box<dyn DeliveryStream>,
-        _stop: CancellationToken,
+        channel: Arc<ChannelContract>,
+        config: watch::Receiver<Arc<SubscriptionContract>>,
+        mut stream: Box<dyn DeliveryStream>,
+        stop: CancellationToken,
     ) {
-        todo!()
+        let initial = config.borrow().clone();
+        let metrics = self
+            .metrics
+            .subscription(&initial.namespace, &channel.name, &initial.name);
+        let mut window = initial.delivery.max_in_flight.max(1) as usize;
+        let semaphore = Arc::new(Semaphore::new(window));
+        let abort = CancellationToken::new();
+        let job = Arc::new(Job {
+            deliverer: self.clone(),
+            config: config.clone(),
+            metrics,
+            abort: abort.clone(),
+        });
+        let lanes: Arc<
+            Mutex<HashMap<Option<Arc<str>>, VecDeque<(Delivery, OwnedSemaphorePermit)>>>,
+        > = Arc::default();
+        let mut tasks = JoinSet::new();
+        let mut stream_errors = 0u32;
+        loop {
+            // Follow changes of the in-flight window.
+            let wanted = config.borrow().delivery.max_in_flight.max(1) as usize;
+            if wanted > window {
+                semaphore.add_permits(wanted - window);
+                window = wanted;
+            } else if wanted < window {
+                window -= semaphore.forget_permits(window - wanted);
+            }
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break,
+                permit = semaphore.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(subscription = %initial.key(), error = %e, "delivery task failed");
+                }
+            }
+            let item = tokio::select! {
+                _ = stop.cancelled() => break,
+                item = stream.next() => item,
+            };
+            let delivery = match item {
+                None => {
+                    tracing::info!(subscription = %initial.key(), "delivery stream closed");
+                    break;
+                }
+                Some(Err(e)) => {
+                    stream_errors = stream_errors.saturating_add(1);
+                    let pause = Duration::from_millis(100 * u64::from(stream_errors.min(50)));
+                    tracing::warn!(subscription = %initial.key(), error = %e, pause_ms = pause.as_millis() as u64, "delivery stream error");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+                Some(Ok(delivery)) => {
+                    stream_errors = 0;
+                    delivery
+                }
+            };
+            let ordered = config.borrow().delivery.order == DeliveryOrder::Ordered;
+            if !ordered {
+                let job = job.clone();
+                tasks.spawn(async move {
+                    job.deliver(delivery).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            // Ordered: queue behind the same key; start a lane if none runs.
+            let key = delivery.ordering_key.clone();
+            let start_lane = {
+                let mut lanes = lanes.lock().unwrap_or_else(|e| e.into_inner());
+                match lanes.get_mut(&key) {
+                    Some(queue) => {
+                        queue.push_back((delivery, permit));
+                        false
+                    }
+                    None => {
+                        lanes.insert(key.clone(), VecDeque::from([(delivery, permit)]));
+                        true
+                    }
+                }
+            };
+            if start_lane {
+                let job = job.clone();
+                let lanes = lanes.clone();
+                tasks.spawn(async move {
+                    loop {
+                        let next = {
+                            let mut lanes = lanes.lock().unwrap_or_else(|e| e.into_inner());
+                            let next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
+                            if next.is_none() {
+                                lanes.remove(&key);
+                            }
+                            next
+                        };
+                        let Some((delivery, permit)) = next else {
+                            break;
+                        };
+                        job.deliver(delivery).await;
+                        drop(permit);
+                    }
+                });
+            }
+        }
+        // Drain: what was taken from the stream may finish within the
+        // deadline; then the rest is abandoned for the backend to redeliver.
+        let drained = tokio::time::timeout(self.opts.drain_timeout, async {
+            while let Some(done) = tasks.join_next().await {
+                if let Err(e) = done {
+                    tracing::error!(subscription = %initial.key(), error = %e, "delivery task failed");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(subscription = %initial.key(), in_flight = tasks.len(), "drain timeout: abandoning deliveries in flight");
+            abort.cancel();
+            while tasks.join_next().await.is_some() {}
+        }
     }
+}
+
+impl Job {
+    /// Deliver one event to its final outcome (or abandon it on abort) and
+    /// settle it with the backend.
+    async fn deliver(&self, delivery: Delivery) {
+        let Delivery { event, ack, .. } = delivery;
+        let outcome = tokio::select! {
+            outcome = self.process(&event) => outcome,
+            _ = self.abort.cancelled() => Outcome::Abandoned,
+        };
+        let sub = self.config.borrow().clone();
+        if let Err(e) = ack.settle(outcome).await {
+            tracing::error!(subscription = %sub.key(), event_id = %event.id, error = %e, "settling with the backend failed");
+        }
+    }
+
+    async fn process(&self, event: &Arc<Event>) -> Outcome {
+        let mut pauses = 0u32;
+        loop {
+            let sub = self.config.borrow().clone();
+            let policy = &sub.delivery;
+            // 1. The subscriber (a reply-only subscription forwards the event itself).
+            let (reply, mut failure) = match &sub.subscriber {
+                Some(subscriber) => match self.send(subscriber, event, policy, true).await {
+                    Sent::Ok(response) => (self.reply_of(&sub, event, response), None),
+                    Sent::Failed(f) => (None, Some(f)),
+                },
+                None => (Some((**event).clone()), None),
+            };
+            // 2. The reply.
+            if let (None, Some(reply_event)) = (&failure, reply) {
+                match &sub.reply {
+                    Some(reply_url) => {
+                        match self.send(reply_url, &reply_event, policy, false).await {
+                            Sent::Ok(_) => self.metrics.reply(),
+                            Sent::Failed(f) => failure = Some(f),
+                        }
+                    }
+                    None => {
+                        tracing::debug!(subscription = %sub.key(), event_id = %event.id, reply_id = %reply_event.id, "reply dropped: the subscription has no reply destination");
+                    }
+                }
+            }
+            let Some(failure) = failure else {
+                return Outcome::Delivered;
+            };
+            // 3. The dead-letter sink.
+            let Some(dead_letter) = &sub.dead_letter else {
+                self.metrics.dropped();
+                tracing::warn!(
+                    subscription = %sub.key(),
+                    event_id = %event.id,
+                    destination = %failure.destination,
+                    status = failure.last.status(),
+                    "delivery failed and there is no dead-letter sink: event dropped"
+                );
+                return Outcome::Dropped;
+            };
+            let dead = with_error_extensions(event, &failure);
+            match self.send(dead_letter, &dead, policy, false).await {
+                Sent::Ok(_) => {
+                    self.metrics.dead_lettered();
+                    tracing::info!(subscription = %sub.key(), event_id = %event.id, destination = %failure.destination, status = failure.last.status(), "event dead-lettered");
+                    return Outcome::DeadLettered;
+                }
+                Sent::Failed(dl) => {
+                    // Never drop an event because the dead-letter sink is down:
+                    // pause, then start over.
+                    pauses = pauses.saturating_add(1);
+                    let pause =
+                        Duration::from_secs(1u64 << pauses.min(5)).min(MAX_DEAD_LETTER_PAUSE);
+                    tracing::error!(
+                        subscription = %sub.key(),
+                        event_id = %event.id,
+                        dead_letter = %dl.destination,
+                        status = dl.last.status(),
+                        pause_ms = pause.as_millis() as u64,
+                        "dead-letter sink failed too; the event is kept and delivery starts over"
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Send to one destination, retrying by the policy. `subscriber` marks
+    /// attempts counted in the delivery metrics.
+    async fn send(
+        &self,
+        url: &Url,
+        event: &Event,
+        policy: &DeliveryPolicy,
+        subscriber: bool,
+    ) -> Sent {
+        let uri: Uri = match url.as_str().parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                return Sent::Failed(Failure {
+                    destination: url.clone(),
+                    last: Attempt::Failed {
+                        reason: format!("invalid destination URL: {e}"),
+                    },
+                })
+            }
+        };
+        let mut n = 0u32;
+        loop {
+            let (attempt, elapsed) = self
+                .deliverer
+                .client
+                .send(&uri, event, policy.format, policy.timeout)
+                .await;
+            if subscriber {
+                let class = attempt.status().map_or(StatusClass::Error, StatusClass::of);
+                self.metrics.attempt(class, elapsed);
+            }
+            let verdict = classify(attempt.status());
+            tracing::debug!(destination = %url, event_id = %event.id, status = attempt.status(), attempt = n + 1, ?verdict, "delivery attempt");
+            match verdict {
+                Verdict::Success => return Sent::Ok(attempt),
+                Verdict::Fatal => {
+                    return Sent::Failed(Failure {
+                        destination: url.clone(),
+                        last: attempt,
+                    })
+                }
+                Verdict::Retry if n >= policy.retry => {
+                    return Sent::Failed(Failure {
+                        destination: url.clone(),
+                        last: attempt,
+                    })
+                }
+                Verdict::Retry => {
+                    n += 1;
+                    let retry_after = match &attempt {
+                        Attempt::Response { headers, .. } => {
+                            parse_retry_after(headers, SystemTime::now())
+                        }
+                        Attempt::Failed { .. } => None,
+                    };
+                    let delay = retry_delay(policy, n, attempt.status(), retry_after);
+                    if subscriber {
+                        self.metrics.retry();
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// The reply event carried by a successful response, if any.
+    fn reply_of(
+        &self,
+        sub: &SubscriptionContract,
+        event: &Event,
+        response: Attempt,
+    ) -> Option<Event> {
+        let Attempt::Response {
+            status,
+            headers,
+            body,
+            truncated,
+        } = response
+        else {
+            return None;
+        };
+        // 202 Accepted and 204 No Content never carry a reply.
+        if status == 202 || status == 204 {
+            return None;
+        }
+        if truncated {
+            tracing::warn!(subscription = %sub.key(), event_id = %event.id, limit = self.deliverer.opts.max_reply_bytes, "reply larger than the limit: not routed");
+            return None;
+        }
+        match decode_http(&headers, body) {
+            Ok(reply) => Some(reply),
+            Err(DecodeError::NotCloudEvent) => None,
+            Err(e) => {
+                tracing::warn!(subscription = %sub.key(), event_id = %event.id, error = %e, "subscriber answered with an invalid reply event: not routed");
+                None
+            }
+        }
+    }
+}
+
+/// The event as sent to a dead-letter sink: the original with the Knative
+/// error extensions naming the failed destination, its last status code and
+/// (base64, at most [`MAX_ERROR_DATA`] characters) its last response body.
+fn with_error_extensions(event: &Event, failure: &Failure) -> Event {
+    let mut dead = event.clone();
+    dead.extensions.insert(
+        "knativeerrordest".to_owned(),
+        ExtensionValue::String(failure.destination.to_string()),
+    );
+    dead.extensions.remove("knativeerrorcode");
+    dead.extensions.remove("knativeerrordata");
+    if let Attempt::Response { status, body, .. } = &failure.last {
+        dead.extensions.insert(
+            "knativeerrorcode".to_owned(),
+            ExtensionValue::String(status.to_string()),
+        );
+        if !body.is_empty() {
+            let mut data = base64::engine::general_purpose::STANDARD.encode(body);
+            data.truncate(MAX_ERROR_DATA);
+            dead.extensions
+                .insert("knativeerrordata".to_owned(), ExtensionValue::String(data));
+        }
+    }
+    dead
 }

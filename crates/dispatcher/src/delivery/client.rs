@@ -1,0 +1,172 @@
+//! The HTTP client that sends events: one pooled keep-alive client per
+//! dispatcher, with a resolver that reaches channels served by this
+//! dispatcher without cluster DNS.
+
+use super::LocalRoutes;
+use bytes::Bytes;
+use channel_core::contract::DeliveryFormat;
+use channel_core::event::{encode_binary, encode_structured, Event};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Resolves local channel hosts to this dispatcher's ingress, everything
+/// else through the system resolver.
+#[derive(Clone, Debug)]
+pub struct Resolver {
+    local: Option<Arc<dyn LocalRoutes>>,
+}
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        if let Some(addr) = self.local.as_ref().and_then(|l| l.resolve(name.as_str())) {
+            return Box::pin(async move { Ok(vec![addr].into_iter()) });
+        }
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+/// The outcome of one HTTP attempt.
+#[derive(Debug)]
+pub enum Attempt {
+    /// A response arrived (any status). `body` holds at most the configured
+    /// number of bytes; `truncated` tells when there was more.
+    Response {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+        truncated: bool,
+    },
+    /// No response: connection error or timeout.
+    Failed { reason: String },
+}
+
+impl Attempt {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Attempt::Response { status, .. } => Some(*status),
+            Attempt::Failed { .. } => None,
+        }
+    }
+}
+
+/// Sends events over pooled HTTP/1.1 connections.
+#[derive(Debug, Clone)]
+pub struct EventClient {
+    client: Client<HttpConnector<Resolver>, Full<Bytes>>,
+    max_body: usize,
+}
+
+static PREFER: HeaderName = HeaderName::from_static("prefer");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+impl EventClient {
+    pub fn new(local: Option<Arc<dyn LocalRoutes>>, max_body: usize) -> Self {
+        let mut connector = HttpConnector::new_with_resolver(Resolver { local });
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        EventClient { client, max_body }
+    }
+
+    /// POST `event` to `uri` once, within `timeout` (connect, response head
+    /// and body included).
+    pub async fn send(
+        &self,
+        uri: &Uri,
+        event: &Event,
+        format: DeliveryFormat,
+        timeout: Duration,
+    ) -> (Attempt, Duration) {
+        let started = Instant::now();
+        let mut headers = HeaderMap::with_capacity(8 + event.extensions.len());
+        let body = match format {
+            DeliveryFormat::Binary => encode_binary(event, &mut headers),
+            DeliveryFormat::Json => encode_structured(event, &mut headers),
+        };
+        headers.insert(PREFER.clone(), HeaderValue::from_static("reply"));
+        if let Some(tp) = event.extension("traceparent") {
+            if let Ok(v) = HeaderValue::from_str(&tp) {
+                headers.insert(TRACEPARENT.clone(), v);
+            }
+        }
+        let mut request = Request::post(uri.clone());
+        if let Some(h) = request.headers_mut() {
+            *h = headers;
+        }
+        let request = match request.body(Full::new(body)) {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Attempt::Failed {
+                        reason: format!("cannot build request: {e}"),
+                    },
+                    started.elapsed(),
+                )
+            }
+        };
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason.push_str(": ");
+                    reason.push_str(&s.to_string());
+                    source = s.source();
+                }
+                reason
+            })?;
+            let (parts, body) = response.into_parts();
+            let (body, truncated) = match Limited::new(body, self.max_body).collect().await {
+                Ok(collected) => (collected.to_bytes(), false),
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    (Bytes::new(), true)
+                }
+                Err(e) => return Err(format!("reading the response body: {e}")),
+            };
+            Ok(Attempt::Response {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+                truncated,
+            })
+        };
+        let attempt = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(attempt)) => attempt,
+            Ok(Err(reason)) => Attempt::Failed { reason },
+            Err(_) => Attempt::Failed {
+                reason: format!("timed out after {timeout:?}"),
+            },
+        };
+        (attempt, started.elapsed())
+    }
+}
