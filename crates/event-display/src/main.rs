@@ -1,1 +1,295 @@
-fn main() {}
+//! `event-display`: a CloudEvents sink that prints every event it receives,
+//! like Knative's `event_display`, and answers as told — to show and test
+//! replies, failures, retries and slow subscribers.
+
+use bytes::Bytes;
+use channel_core::event::{decode_http, encode_binary, encode_structured, Event, ExtensionValue};
+use clap::{Parser, ValueEnum};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Binary,
+    Structured,
+}
+
+/// Print the CloudEvents you receive; answer as told.
+///
+/// Every flag can also be set through the environment variable shown.
+#[derive(Debug, Parser)]
+#[command(name = "event-display", version, about, long_about)]
+struct Cli {
+    /// Address to listen on. `PORT` (as Knative sets it) overrides the port.
+    #[arg(long, env = "EVENT_DISPLAY_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+
+    /// Status code to answer events with (when not replying).
+    #[arg(long, env = "EVENT_DISPLAY_STATUS", default_value_t = 202)]
+    status: u16,
+
+    /// Answer 200 with a reply event: the received data, a new id, the type
+    /// given by --reply-type and source `event-display`.
+    #[arg(long, env = "EVENT_DISPLAY_REPLY")]
+    reply: bool,
+
+    /// Type of reply events.
+    #[arg(
+        long,
+        env = "EVENT_DISPLAY_REPLY_TYPE",
+        default_value = "dev.knative.reply"
+    )]
+    reply_type: String,
+
+    /// Content mode of reply events.
+    #[arg(long, env = "EVENT_DISPLAY_REPLY_MODE", value_enum, default_value_t = Mode::Binary)]
+    reply_mode: Mode,
+
+    /// Wait this long before answering (e.g. `500ms`, `2s`).
+    #[arg(long, env = "EVENT_DISPLAY_DELAY", value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
+
+    /// Answer 503 to the first N requests, then normally.
+    #[arg(long, env = "EVENT_DISPLAY_FAIL_FIRST", default_value_t = 0)]
+    fail_first: u64,
+
+    /// Print one JSON line per event instead of the readable form.
+    #[arg(long, env = "EVENT_DISPLAY_JSON")]
+    json: bool,
+
+    /// Print nothing (count only).
+    #[arg(long, env = "EVENT_DISPLAY_QUIET")]
+    quiet: bool,
+
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "EVENT_DISPLAY_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+}
+
+/// The readable form, as Knative's event_display prints it.
+fn pretty(event: &Event) -> String {
+    let mut out = String::from("☁️  cloudevents.Event\nContext Attributes,\n");
+    let _ = writeln!(out, "  specversion: {}", event.specversion);
+    let _ = writeln!(out, "  type: {}", event.ty);
+    let _ = writeln!(out, "  source: {}", event.source);
+    let _ = writeln!(out, "  id: {}", event.id);
+    for (name, value) in [
+        ("time", &event.time),
+        ("subject", &event.subject),
+        ("dataschema", &event.dataschema),
+        ("datacontenttype", &event.datacontenttype),
+    ] {
+        if let Some(v) = value {
+            let _ = writeln!(out, "  {name}: {v}");
+        }
+    }
+    if !event.extensions.is_empty() {
+        out.push_str("Extensions,\n");
+        for (name, value) in &event.extensions {
+            let _ = writeln!(out, "  {name}: {value}");
+        }
+    }
+    if let Some(data) = &event.data {
+        out.push_str("Data,\n  ");
+        let json = event
+            .datacontenttype
+            .as_deref()
+            .is_none_or(|ct| ct.contains("json"));
+        match std::str::from_utf8(data) {
+            Ok(text) if json => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(v) => out.push_str(
+                    &serde_json::to_string_pretty(&v)
+                        .unwrap_or_else(|_| text.to_owned())
+                        .replace('\n', "\n  "),
+                ),
+                Err(_) => out.push_str(text),
+            },
+            Ok(text) => out.push_str(text),
+            Err(_) => {
+                let _ = write!(out, "<{} bytes of binary data>", data.len());
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// One JSON line: the event in the JSON event format.
+fn json_line(event: &Event) -> String {
+    String::from_utf8_lossy(&channel_core::event::to_structured_json(event)).into_owned()
+}
+
+#[derive(Debug)]
+struct Sink {
+    cli: Cli,
+    requests: AtomicU64,
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+impl Sink {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() == Method::GET && req.uri().path() == "/healthz" {
+            return text(StatusCode::OK, "ok\n");
+        }
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST CloudEvents here\n");
+        }
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.cli.max_body_bytes).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")),
+        };
+        let event = match decode_http(&parts.headers, body) {
+            Ok(event) => event,
+            Err(e) => {
+                if !self.cli.quiet {
+                    eprintln!("request {n}: not a valid CloudEvent: {e}");
+                }
+                return text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+            }
+        };
+        if !self.cli.quiet {
+            let line = if self.cli.json {
+                json_line(&event)
+            } else {
+                pretty(&event)
+            };
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        }
+        if let Some(delay) = self.cli.delay {
+            tokio::time::sleep(delay).await;
+        }
+        if n <= self.cli.fail_first {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("failing request {n} of the first {}\n", self.cli.fail_first),
+            );
+        }
+        if self.cli.reply {
+            let mut reply = Event::new(
+                format!("{}-reply", event.id),
+                "event-display",
+                self.cli.reply_type.clone(),
+            );
+            reply.datacontenttype = event.datacontenttype.clone();
+            reply.data = event.data.clone();
+            reply
+                .extensions
+                .insert("replyto".into(), ExtensionValue::String(event.id.clone()));
+            let mut response = Response::new(Full::new(Bytes::new()));
+            let body = match self.cli.reply_mode {
+                Mode::Binary => encode_binary(&reply, response.headers_mut()),
+                Mode::Structured => encode_structured(&reply, response.headers_mut()),
+            };
+            *response.body_mut() = Full::new(body);
+            return response;
+        }
+        let status = StatusCode::from_u16(self.cli.status).unwrap_or(StatusCode::ACCEPTED);
+        let body = if status.is_client_error() || status.is_server_error() {
+            Bytes::from(format!(
+                "event-display answers {} as told (--status)\n",
+                status.as_u16()
+            ))
+        } else {
+            Bytes::new()
+        };
+        text(status, body)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    if let Some(port) = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+    {
+        cli.listen.set_port(port);
+    }
+    if StatusCode::from_u16(cli.status).is_err() {
+        anyhow::bail!("--status {} is not an HTTP status code", cli.status);
+    }
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    eprintln!("event-display listening on {}", listener.local_addr()?);
+    let sink = Arc::new(Sink {
+        cli,
+        requests: AtomicU64::new(0),
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let sink = sink.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let sink = sink.clone();
+                async move { Ok::<_, std::convert::Infallible>(sink.handle(req).await) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_like_knative_event_display() {
+        let e = Event::new("1", "/src", "dev.t")
+            .with_data("application/json", Bytes::from_static(br#"{"a":1}"#))
+            .with_extension("myext", "v");
+        let out = pretty(&e);
+        assert!(out.starts_with(
+            "☁️  cloudevents.Event\nContext Attributes,\n  specversion: 1.0\n  type: dev.t\n"
+        ));
+        assert!(out.contains("Extensions,\n  myext: v\n"));
+        assert!(out.contains("Data,\n  {\n    \"a\": 1\n  }"), "{out}");
+        let bin = Event::new("2", "/s", "t").with_data(
+            "application/octet-stream",
+            Bytes::from_static(&[0xff, 0xfe]),
+        );
+        assert!(pretty(&bin).contains("<2 bytes of binary data>"));
+    }
+
+    #[test]
+    fn json_lines_are_structured_events() {
+        let e = Event::new("1", "/src", "dev.t");
+        let line = json_line(&e);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["id"], "1");
+    }
+}
