@@ -1,1 +1,574 @@
-//! Shared harness for the end-to-end tests.
+//! Harness for the end-to-end tests: start the real binaries, real HTTP
+//! subscribers on loopback, and a client to send events.
+//!
+//! Every wait is bounded; every process started is killed when its handle
+//! is dropped.
+
+use bytes::Bytes;
+use channel_core::event::{decode_http, encode_binary, encode_structured, Event};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Build the binaries once per test process and return the directory holding them.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--quiet",
+                "--bins",
+                "-p",
+                "channel-inmemory",
+                "-p",
+                "event-display",
+            ])
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building the binaries failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
+        target.join("debug")
+    })
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Wait until `check` is true, at most `timeout`.
+pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, mut check: F) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running `inmemory-dispatcher`.
+#[derive(Debug)]
+pub struct Dispatcher {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub ingress: SocketAddr,
+    pub admin: SocketAddr,
+    client: HttpClient,
+}
+
+impl Dispatcher {
+    /// Start on `manifests` (written to a file in a fresh directory) with
+    /// extra flags, and wait until ready.
+    pub async fn start(manifests: &str, extra: &[&str]) -> Dispatcher {
+        let d = Self::spawn(manifests, extra);
+        d.wait_ready().await;
+        d
+    }
+
+    /// Start without waiting for readiness.
+    pub fn spawn(manifests: &str, extra: &[&str]) -> Dispatcher {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("manifests")).expect("mkdir");
+        std::fs::write(dir.path().join("manifests/channels.yaml"), manifests)
+            .expect("write manifests");
+        let ingress: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = std::fs::File::create(dir.path().join("dispatcher.log")).expect("log file");
+        let child = Command::new(bin_dir().join("inmemory-dispatcher"))
+            .arg("--manifests")
+            .arg(dir.path().join("manifests"))
+            .args([
+                "--listen",
+                &ingress.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
+            .args(["--watch-interval", "100ms", "--drain-timeout", "5s"])
+            .args(extra)
+            .env("RUST_LOG", "info,dispatcher=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dispatcher starts");
+        Dispatcher {
+            child: Some(child),
+            dir,
+            ingress,
+            admin,
+            client: HttpClient::new(),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let ok = {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok((status, _)) = self.client.get(&self.admin_url("/readyz")).await {
+                    if status == StatusCode::OK {
+                        break true;
+                    }
+                }
+                if Instant::now() > deadline {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        };
+        assert!(ok, "dispatcher not ready in 20 s; log:\n{}", self.log());
+    }
+
+    /// Ingress URL of a path, e.g. `/default/orders`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ingress)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// The dispatcher's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dispatcher.log")).unwrap_or_default()
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let (_, body) = self
+            .client
+            .get(&self.admin_url("/status"))
+            .await
+            .expect("status");
+        serde_json::from_slice(&body).expect("status is JSON")
+    }
+
+    /// The applied contract generation.
+    pub async fn generation(&self) -> u64 {
+        self.status().await["generation"].as_u64().unwrap_or(0)
+    }
+
+    /// Sum of the metric samples whose line starts with `prefix` (name and
+    /// optionally the first labels).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = self
+            .client
+            .get(&self.admin_url("/metrics"))
+            .await
+            .expect("metrics");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Replace the manifests atomically (write and rename) and wait until the
+    /// new generation is applied.
+    pub async fn rewrite(&self, manifests: &str) {
+        let before = self.generation().await;
+        let tmp = self.dir.path().join("channels.yaml.tmp");
+        std::fs::write(&tmp, manifests).expect("write");
+        std::fs::rename(&tmp, self.dir.path().join("manifests/channels.yaml")).expect("rename");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.generation().await <= before {
+            assert!(
+                Instant::now() < deadline,
+                "reload not applied in 5 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Send SIGTERM (graceful shutdown).
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send SIGKILL.
+    pub fn sigkill(&self) {
+        self.signal("KILL");
+    }
+
+    fn signal(&self, name: &str) {
+        if self.pid() > 0 {
+            let _ = Command::new("kill")
+                .args([format!("-{name}"), self.pid().to_string()])
+                .status();
+        }
+    }
+
+    /// Wait for the process to exit, at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(status);
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One request a [`Sink`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub event: Option<Event>,
+}
+
+impl Received {
+    pub fn id(&self) -> String {
+        self.event
+            .as_ref()
+            .map(|e| e.id.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// How a sink answers one request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub delay: Duration,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn with_body(mut self, body: &str) -> Answer {
+        self.body = Bytes::copy_from_slice(body.as_bytes());
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn with_delay(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
+
+    /// A `200` carrying `event` in binary mode.
+    pub fn reply(event: &Event) -> Answer {
+        let mut headers = HeaderMap::new();
+        let body = encode_binary(event, &mut headers);
+        Answer {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+                .collect(),
+            body,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+type Behaviour = Arc<dyn Fn(&Received, usize) -> Answer + Send + Sync>;
+
+/// A real HTTP subscriber on loopback that records what it receives.
+pub struct Sink {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    /// While set, requests wait (bounded by 60 s) before being answered.
+    pub stalled: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").field("addr", &self.addr).finish()
+    }
+}
+
+impl Sink {
+    /// A sink answering `202` to everything.
+    pub async fn accepting() -> Sink {
+        Sink::start(|_, _| Answer::status(202)).await
+    }
+
+    /// A sink answering by `behaviour(request, n)`, `n` counting from 1.
+    pub async fn start<F>(behaviour: F) -> Sink
+    where
+        F: Fn(&Received, usize) -> Answer + Send + Sync + 'static,
+    {
+        let behaviour: Behaviour = Arc::new(behaviour);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rec, stall) = (received.clone(), stalled.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (rec, stall, behaviour) = (rec.clone(), stall.clone(), behaviour.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (rec, stall, behaviour) =
+                            (rec.clone(), stall.clone(), behaviour.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let event = decode_http(&parts.headers, body.clone()).ok();
+                            let r = Received {
+                                at: Instant::now(),
+                                path: parts.uri.path().to_owned(),
+                                headers: parts.headers,
+                                body,
+                                event,
+                            };
+                            let n = {
+                                let mut all = rec.lock().expect("lock");
+                                all.push(r.clone());
+                                all.len()
+                            };
+                            let deadline = Instant::now() + Duration::from_secs(60);
+                            while stall.load(std::sync::atomic::Ordering::SeqCst)
+                                && Instant::now() < deadline
+                            {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            let answer = behaviour(&r, n);
+                            if !answer.delay.is_zero() {
+                                tokio::time::sleep(answer.delay).await;
+                            }
+                            let mut response = Response::new(Full::new(answer.body));
+                            *response.status_mut() =
+                                StatusCode::from_u16(answer.status).expect("status");
+                            for (k, v) in answer.headers {
+                                response.headers_mut().insert(
+                                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                                    http::HeaderValue::from_str(&v).expect("value"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Sink {
+            addr,
+            received,
+            stalled,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().expect("lock").len()
+    }
+
+    /// Wait until at least `n` requests arrived (at most `timeout`).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let ok = eventually(timeout, || self.count() >= n).await;
+        let got = self.received();
+        assert!(
+            ok,
+            "expected {n} requests at {}, got {}",
+            self.url(),
+            got.len()
+        );
+        got
+    }
+
+    /// Ids of the events received, in arrival order.
+    pub fn ids(&self) -> Vec<String> {
+        self.received().iter().map(Received::id).collect()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A small HTTP client (HTTP/1.1 keep-alive, or h2c prior knowledge).
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        HttpClient {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// An HTTP/2 cleartext (prior knowledge) client.
+    pub fn h2c() -> Self {
+        HttpClient {
+            client: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Result<(StatusCode, Bytes), String> {
+        let req = Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let (status, _, body) = self.send(req).await?;
+        Ok((status, body))
+    }
+
+    /// Send any request; the answer's status, headers and body.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        let response = tokio::time::timeout(Duration::from_secs(15), self.client.request(req))
+            .await
+            .map_err(|_| "request timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status, parts.headers, body))
+    }
+
+    /// POST an event in binary mode.
+    pub async fn post_binary(&self, url: &str, event: &Event) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::post(url)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let body = encode_binary(event, req.headers_mut());
+        *req.body_mut() = Full::new(body);
+        self.send(req).await.expect("POST answered")
+    }
+
+    /// POST an event in structured mode.
+    pub async fn post_structured(
+        &self,
+        url: &str,
+        event: &Event,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::post(url)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let body = encode_structured(event, req.headers_mut());
+        *req.body_mut() = Full::new(body);
+        self.send(req).await.expect("POST answered")
+    }
+}
+
+/// An event with a JSON payload, for tests.
+pub fn event(id: &str) -> Event {
+    Event::new(id, "/e2e", "dev.test.event").with_data(
+        "application/json",
+        Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+    )
+}
+
+/// Manifests for one channel `default/<channel>` and subscriptions given as
+/// `(name, subscriber uri, delivery yaml or "")`.
+pub fn channel_yaml(channel: &str, subs: &[(&str, &str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: messaging.knative.dev/v1\nkind: Channel\nmetadata: {{name: {channel}, namespace: default}}\n"
+    );
+    for (name, uri, delivery) in subs {
+        out.push_str(&format!(
+            "---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: Channel, name: {channel}}}\n  subscriber: {{uri: \"{uri}\"}}\n"
+        ));
+        if !delivery.is_empty() {
+            out.push_str(&format!("  delivery: {delivery}\n"));
+        }
+    }
+    out
+}
