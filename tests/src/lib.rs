@@ -89,8 +89,24 @@ impl Dispatcher {
         d
     }
 
+    /// Start with extra environment variables, and wait until ready.
+    pub async fn start_with_env(
+        manifests: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Dispatcher {
+        let d = Self::spawn_with_env(manifests, extra, env);
+        d.wait_ready().await;
+        d
+    }
+
     /// Start without waiting for readiness.
     pub fn spawn(manifests: &str, extra: &[&str]) -> Dispatcher {
+        Self::spawn_with_env(manifests, extra, &[])
+    }
+
+    /// Start without waiting for readiness, with extra environment variables.
+    pub fn spawn_with_env(manifests: &str, extra: &[&str], env: &[(&str, &str)]) -> Dispatcher {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("manifests")).expect("mkdir");
         std::fs::write(dir.path().join("manifests/channels.yaml"), manifests)
@@ -110,6 +126,7 @@ impl Dispatcher {
             .args(["--watch-interval", "100ms", "--drain-timeout", "5s"])
             .args(extra)
             .env("RUST_LOG", "info,dispatcher=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

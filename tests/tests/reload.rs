@@ -1,0 +1,146 @@
+//! Hot reload under load: subscriptions added and removed while events
+//! flow, with every event accounted for.
+
+use http::StatusCode;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tests::{channel_yaml, event, Dispatcher, HttpClient, Sink};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn counts(ids: &[String]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for id in ids {
+        *m.entry(id.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_added_and_removed_under_load_lose_and_duplicate_nothing() {
+    let stay = Sink::accepting().await;
+    let removed = Sink::accepting().await;
+    let added = Sink::accepting().await;
+    let phase1 = channel_yaml(
+        "c",
+        &[("stay", &stay.url(), ""), ("removed", &removed.url(), "")],
+    );
+    let phase2 = channel_yaml(
+        "c",
+        &[
+            ("stay", &stay.url(), ""),
+            ("removed", &removed.url(), ""),
+            ("added", &added.url(), ""),
+        ],
+    );
+    let phase3 = channel_yaml(
+        "c",
+        &[("stay", &stay.url(), ""), ("added", &added.url(), "")],
+    );
+    let d = Dispatcher::start(&phase1, &[]).await;
+
+    // A producer sending continuously, recording what was accepted, in order.
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (accepted, sent, stop) = (accepted.clone(), sent.clone(), stop.clone());
+        let url = d.url("/default/c");
+        tokio::spawn(async move {
+            let client = HttpClient::new();
+            for i in 0..5_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let id = format!("e{i}");
+                sent.store(i, Ordering::SeqCst);
+                let (status, _, _) = client.post_binary(&url, &event(&id)).await;
+                if status == StatusCode::ACCEPTED {
+                    accepted.lock().expect("lock").push(id);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+
+    let wait_sent = |n: usize| {
+        let sent = sent.clone();
+        async move { tests::eventually(WAIT, || sent.load(Ordering::SeqCst) >= n).await }
+    };
+    assert!(wait_sent(200).await);
+    d.rewrite(&phase2).await;
+    let added_from = accepted.lock().expect("lock").len();
+    assert!(wait_sent(sent.load(Ordering::SeqCst) + 200).await);
+    d.rewrite(&phase3).await;
+    let removed_until = sent.load(Ordering::SeqCst) + 1;
+    assert!(wait_sent(sent.load(Ordering::SeqCst) + 200).await);
+    stop.store(true, Ordering::SeqCst);
+    producer.await.expect("producer");
+
+    let accepted = accepted.lock().expect("lock").clone();
+    assert!(accepted.len() >= 600, "only {} accepted", accepted.len());
+    stay.wait_for(accepted.len(), WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The subscription that stayed got every event exactly once.
+    let stay_counts = counts(&stay.ids());
+    for id in &accepted {
+        assert_eq!(stay_counts.get(id), Some(&1), "stay: {id}");
+    }
+    assert_eq!(stay.count(), accepted.len());
+
+    // The added one got every event accepted after it was applied, once.
+    let added_counts = counts(&added.ids());
+    for id in &accepted[added_from..] {
+        assert_eq!(added_counts.get(id), Some(&1), "added: {id}");
+    }
+    assert!(added_counts.values().all(|n| *n == 1), "added: duplicates");
+
+    // The removed one got nothing sent after its removal, and no duplicates.
+    let removed_counts = counts(&removed.ids());
+    assert!(
+        removed_counts.values().all(|n| *n == 1),
+        "removed: duplicates"
+    );
+    for id in removed_counts.keys() {
+        let n: usize = id[1..].parse().expect("numeric id");
+        assert!(
+            n < removed_until,
+            "removed subscription received {id} sent after its removal"
+        );
+    }
+    assert_eq!(d.generation().await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_reload_keeps_the_previous_configuration() {
+    let sink = Sink::accepting().await;
+    let good = channel_yaml("c", &[("s", &sink.url(), "")]);
+    let d = Dispatcher::start(&good, &[]).await;
+    let bad = good.replace("uri:", "urii:");
+    std::fs::write(d.dir.path().join("manifests/channels.yaml"), bad).expect("write");
+    let mut error = String::new();
+    for _ in 0..100 {
+        error = d.status().await["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !error.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        error.contains("channels.yaml") && error.contains("urii"),
+        "lastError: {error:?}"
+    );
+    assert_eq!(d.generation().await, 1);
+    let (status, _, _) = d
+        .client()
+        .post_binary(&d.url("/default/c"), &event("still"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(sink.wait_for(1, WAIT).await[0].id(), "still");
+}
