@@ -82,9 +82,10 @@ pub fn parse_iso8601(value: &str) -> Result<Duration, DurationError> {
                 }
                 let Some(idx) = units.iter().position(|(u, _)| *u == c) else {
                     let what = match (c, is_time) {
-                        ('Y', _) | ('M', false) => format!(
+                        ('Y', _) | ('M', false) => {
                             ", years and months have no fixed length: use days (\"P30D\") or hours"
-                        ),
+                                .to_owned()
+                        }
                         _ => hint(),
                     };
                     return Err(err(value, what));
@@ -106,7 +107,7 @@ pub fn parse_iso8601(value: &str) -> Result<Duration, DurationError> {
     if let Some(time) = time {
         parse_part(time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)], true)?;
     }
-    if !total.is_finite() || total < 0.0 || total > 1e12 {
+    if !total.is_finite() || !(0.0..=1e12).contains(&total) {
         return Err(err(value, ", the duration is out of range"));
     }
     Ok(Duration::from_secs_f64(total))

@@ -41,7 +41,7 @@ pub struct Ingress {
 fn respond(status: StatusCode, message: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(message.into()));
     *response.status_mut() = status;
-    if !response.body().size_hint().exact().is_some_and(|n| n == 0) {
+    if response.body().size_hint().exact().is_none_or(|n| n != 0) {
         response.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),

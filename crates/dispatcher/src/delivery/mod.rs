@@ -80,6 +80,9 @@ enum Sent {
     Failed(Failure),
 }
 
+/// Queues of ordered deliveries waiting behind the one in flight, per key.
+type Lanes = Mutex<HashMap<Option<Arc<str>>, VecDeque<(Delivery, OwnedSemaphorePermit)>>>;
+
 /// Everything one delivery task needs.
 struct Job {
     deliverer: Deliverer,
@@ -120,9 +123,7 @@ impl Deliverer {
             metrics,
             abort: abort.clone(),
         });
-        let lanes: Arc<
-            Mutex<HashMap<Option<Arc<str>>, VecDeque<(Delivery, OwnedSemaphorePermit)>>>,
-        > = Arc::default();
+        let lanes: Arc<Lanes> = Arc::default();
         let mut tasks = JoinSet::new();
         let mut stream_errors = 0u32;
         loop {
