@@ -335,14 +335,15 @@ fn resolve_destination(
 
 fn annotations(sub: &Subscription, policy: &mut DeliveryPolicy) -> Result<(), String> {
     if let Some(order) = sub.metadata.annotations.get(DELIVERY_ORDER_ANNOTATION) {
-        policy.order =
-            match order.as_str() {
-                "ordered" => DeliveryOrder::Ordered,
-                "unordered" => DeliveryOrder::Unordered,
-                other => return Err(format!(
+        policy.order = match order.as_str() {
+            "ordered" => DeliveryOrder::Ordered,
+            "unordered" => DeliveryOrder::Unordered,
+            other => {
+                return Err(format!(
                     "annotation {DELIVERY_ORDER_ANNOTATION}: {other:?} is not ordered or unordered"
-                )),
-            };
+                ))
+            }
+        };
     }
     if let Some(window) = sub.metadata.annotations.get(MAX_IN_FLIGHT_ANNOTATION) {
         policy.max_in_flight = window
