@@ -1,0 +1,222 @@
+//! Topics and consumer groups, named as Knative's KafkaChannel names them.
+//!
+//! One topic per channel, `knative-messaging-kafka.<namespace>.<name>`,
+//! created idempotently with the partitions, replication factor and
+//! retention of the channel's parameters (an existing topic with fewer
+//! partitions is grown; partitions are never removed). Deleting the channel
+//! deletes the topic. One consumer group per subscription,
+//! `kafka.<namespace>.<channel>.<subscription-uid>`, deleted with the
+//! subscription.
+
+use crate::config::KafkaParams;
+use crate::consumer::TracingContext;
+use channel_core::backend::{BackendError, BackendErrorKind};
+use channel_core::ChannelContract;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The admin client type.
+pub type Admin = Arc<AdminClient<TracingContext>>;
+
+/// How long an admin operation may take.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The topic of a channel.
+pub fn topic_name(namespace: &str, name: &str) -> String {
+    format!("knative-messaging-kafka.{namespace}.{name}")
+}
+
+/// The topic of a channel contract.
+pub fn channel_topic(channel: &ChannelContract) -> String {
+    topic_name(&channel.namespace, &channel.name)
+}
+
+/// The consumer group of a subscription.
+pub fn group_id(namespace: &str, channel: &str, subscription_uid: &str) -> String {
+    format!("kafka.{namespace}.{channel}.{subscription_uid}")
+}
+
+fn options() -> AdminOptions {
+    AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+}
+
+/// Map a client-level Kafka error to a backend error.
+pub fn backend_error(what: &str, e: KafkaError) -> BackendError {
+    let kind = match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::InvalidPartitions
+            | RDKafkaErrorCode::InvalidReplicationFactor
+            | RDKafkaErrorCode::InvalidConfig
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::PolicyViolation
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::InvalidArgument,
+        ) => BackendErrorKind::Invalid,
+        _ => match e {
+            KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => {
+                BackendErrorKind::Invalid
+            }
+            _ => BackendErrorKind::Unavailable,
+        },
+    };
+    BackendError::new(kind, format!("{what}: {e}")).with_source(e)
+}
+
+/// Create the channel's topic, or grow its partitions; idempotent.
+pub async fn ensure_topic(
+    admin: &Admin,
+    topic: &str,
+    params: &KafkaParams,
+) -> Result<(), BackendError> {
+    let retention = u64::try_from(params.retention.as_millis())
+        .unwrap_or(u64::MAX)
+        .to_string();
+    let new = NewTopic::new(
+        topic,
+        params.num_partitions,
+        TopicReplication::Fixed(params.replication_factor),
+    )
+    .set("retention.ms", &retention);
+    let results = admin
+        .create_topics([&new], &options())
+        .await
+        .map_err(|e| backend_error(&format!("creating topic {topic}"), e))?;
+    for result in results {
+        match result {
+            Ok(_) => {
+                tracing::info!(topic, partitions = params.num_partitions, replication = params.replication_factor, retention_ms = %retention, "topic created");
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                grow_partitions(admin, topic, params.num_partitions).await?;
+            }
+            Err((_, code)) => {
+                let kind = match code {
+                    RDKafkaErrorCode::InvalidPartitions
+                    | RDKafkaErrorCode::InvalidReplicationFactor
+                    | RDKafkaErrorCode::InvalidConfig
+                    | RDKafkaErrorCode::InvalidTopic
+                    | RDKafkaErrorCode::PolicyViolation
+                    | RDKafkaErrorCode::TopicAuthorizationFailed => BackendErrorKind::Invalid,
+                    _ => BackendErrorKind::Unavailable,
+                };
+                return Err(BackendError::new(
+                    kind,
+                    format!("creating topic {topic}: {code}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Grow an existing topic to `wanted` partitions (never shrinks).
+async fn grow_partitions(admin: &Admin, topic: &str, wanted: i32) -> Result<(), BackendError> {
+    let topic_owned = topic.to_owned();
+    let metadata = {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(Some(&topic_owned), ADMIN_TIMEOUT)
+        })
+    };
+    let current = match metadata.await {
+        Ok(Ok(m)) => m
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().len()),
+        Ok(Err(e)) => return Err(backend_error(&format!("reading topic {topic}"), e)),
+        Err(e) => {
+            return Err(BackendError::new(
+                BackendErrorKind::Other,
+                format!("reading topic {topic}: {e}"),
+            ))
+        }
+    };
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let wanted = usize::try_from(wanted).unwrap_or(1);
+    if current >= wanted {
+        return Ok(());
+    }
+    let results = admin
+        .create_partitions([&NewPartitions::new(topic, wanted)], &options())
+        .await
+        .map_err(|e| backend_error(&format!("adding partitions to {topic}"), e))?;
+    for result in results {
+        if let Err((_, code)) = result {
+            return Err(BackendError::new(
+                BackendErrorKind::Unavailable,
+                format!("adding partitions to {topic} ({current} → {wanted}): {code}"),
+            ));
+        }
+    }
+    tracing::info!(topic, from = current, to = wanted, "topic partitions added");
+    Ok(())
+}
+
+/// Delete the channel's topic; a topic that does not exist is not an error.
+pub async fn delete_topic(admin: &Admin, topic: &str) -> Result<(), BackendError> {
+    let results = admin
+        .delete_topics(&[topic], &options())
+        .await
+        .map_err(|e| backend_error(&format!("deleting topic {topic}"), e))?;
+    for result in results {
+        match result {
+            Ok(_) => tracing::info!(topic, "topic deleted"),
+            Err((
+                _,
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+            )) => {}
+            Err((_, code)) => {
+                return Err(BackendError::new(
+                    BackendErrorKind::Unavailable,
+                    format!("deleting topic {topic}: {code}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Delete a subscription's consumer group; best effort (a group that does
+/// not exist, or a broker without the DeleteGroups API, is not an error).
+pub async fn delete_group(admin: &Admin, group: &str) {
+    match admin.delete_groups(&[group], &options()).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(_) => tracing::info!(group, "consumer group deleted"),
+                    Err((_, code)) => {
+                        tracing::debug!(group, error = %code, "consumer group not deleted")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::debug!(group, error = %e, "consumer group not deleted"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knative_names() {
+        assert_eq!(
+            topic_name("default", "orders"),
+            "knative-messaging-kafka.default.orders"
+        );
+        assert_eq!(
+            group_id("default", "orders", "0b1c-uid"),
+            "kafka.default.orders.0b1c-uid"
+        );
+    }
+}
