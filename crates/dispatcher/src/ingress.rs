@@ -181,7 +181,6 @@ impl Ingress {
         } else {
             tracing::Span::none()
         };
-        let id = tracing::field::debug(event.id.clone());
         match self.backend.persist(&channel, event).instrument(span).await {
             Ok(()) => respond(StatusCode::ACCEPTED, Bytes::new()),
             Err(e) => {
@@ -191,7 +190,7 @@ impl Ingress {
                     PersistErrorKind::UnknownChannel => (StatusCode::NOT_FOUND, None),
                     PersistErrorKind::Rejected => (StatusCode::BAD_REQUEST, None),
                 };
-                tracing::debug!(channel = %channel.key(), event_id = id, status = status.as_u16(), error = %e, "event not stored");
+                tracing::debug!(channel = %channel.key(), status = status.as_u16(), error = %e, "event not stored");
                 let mut response = respond(status, format!("{e}\n"));
                 let retry_after = e
                     .retry_after
