@@ -25,7 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", about = "CloudEvents load generator and latency sink for the benchmarks")]
+#[command(
+    name = "loadgen",
+    about = "CloudEvents load generator and latency sink for the benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +76,8 @@ fn now_nanos() -> u64 {
 
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 fn summary(h: &Histogram<u64>) -> serde_json::Value {
@@ -87,7 +91,13 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
-async fn send(url: String, rate: u64, duration: Duration, concurrency: usize, size: usize) -> anyhow::Result<()> {
+async fn send(
+    url: String,
+    rate: u64,
+    duration: Duration,
+    concurrency: usize,
+    size: usize,
+) -> anyhow::Result<()> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency.max(1))
         .build_http();
@@ -99,16 +109,23 @@ async fn send(url: String, rate: u64, duration: Duration, concurrency: usize, si
     let latency = Arc::new(Mutex::new(histogram()));
     let start = Instant::now();
     let deadline = start + duration;
-    let interval = (rate > 0).then(|| Duration::from_secs_f64(concurrency.max(1) as f64 / rate as f64));
+    let interval =
+        (rate > 0).then(|| Duration::from_secs_f64(concurrency.max(1) as f64 / rate as f64));
     let mut workers = Vec::new();
     for w in 0..concurrency.max(1) {
         let (client, url, data) = (client.clone(), url.clone(), data.clone());
-        let (sent, accepted, rejected, errors, latency) =
-            (sent.clone(), accepted.clone(), rejected.clone(), errors.clone(), latency.clone());
+        let (sent, accepted, rejected, errors, latency) = (
+            sent.clone(),
+            accepted.clone(),
+            rejected.clone(),
+            errors.clone(),
+            latency.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut local = histogram();
             // Stagger open-loop workers evenly over one interval.
-            let mut next = interval.map(|i| start + i.mul_f64(w as f64 / concurrency.max(1) as f64));
+            let mut next =
+                interval.map(|i| start + i.mul_f64(w as f64 / concurrency.max(1) as f64));
             loop {
                 if let Some(at) = next {
                     if at >= deadline {
@@ -156,7 +173,10 @@ async fn send(url: String, rate: u64, duration: Duration, concurrency: usize, si
     }
     let elapsed = start.elapsed().as_secs_f64();
     let accepted = accepted.load(Ordering::Relaxed);
-    let h = latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
+    let h = latency
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| histogram());
     let out = serde_json::json!({
         "sent": sent.load(Ordering::Relaxed),
         "accepted": accepted,
@@ -182,11 +202,18 @@ struct SinkState {
 impl SinkState {
     fn report(&self) -> serde_json::Value {
         let received = self.received.load(Ordering::Relaxed);
-        let span = match (self.first.lock().ok().and_then(|f| *f), self.last.lock().ok().and_then(|l| *l)) {
+        let span = match (
+            self.first.lock().ok().and_then(|f| *f),
+            self.last.lock().ok().and_then(|l| *l),
+        ) {
             (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
             _ => 0.0,
         };
-        let h = self.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
+        let h = self
+            .latency
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| histogram());
         serde_json::json!({
             "received": received,
             "received_per_s": if span > 0.0 { received as f64 / span } else { 0.0 },
@@ -224,7 +251,12 @@ async fn handle(state: Arc<SinkState>, req: Request<Incoming>) -> Response<Full<
     r
 }
 
-async fn sink(listen: SocketAddr, status: u16, max_duration: Duration, count: u64) -> anyhow::Result<()> {
+async fn sink(
+    listen: SocketAddr,
+    status: u16,
+    max_duration: Duration,
+    count: u64,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let state = Arc::new(SinkState {
         status: StatusCode::from_u16(status)?,
