@@ -18,6 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod kafka;
 pub mod nats;
 
 /// Build the binaries once per test process and return the directory holding them.

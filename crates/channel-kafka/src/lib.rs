@@ -57,6 +57,9 @@ struct Connection {
     /// Connection properties (including secrets: never logged).
     props: BTreeMap<String, String>,
     producer: FutureProducer<TracingContext>,
+    /// Hard bound on one produce: `message.timeout.ms` plus the queue wait
+    /// and a margin (librdkafka may report later than its own timeout).
+    deadline: Duration,
     admin: Arc<AdminClient<TracingContext>>,
 }
 
@@ -135,7 +138,12 @@ impl KafkaBackend {
         let admin: AdminClient<TracingContext> = client_config(&props, &[])
             .create_with_context(TracingContext)
             .map_err(|e| provision::backend_error("creating the Kafka admin client", e))?;
+        let message_timeout = props
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(DEFAULT_MESSAGE_TIMEOUT, Duration::from_millis);
         let c = Arc::new(Connection {
+            deadline: message_timeout + QUEUE_TIMEOUT + Duration::from_millis(500),
             props,
             producer,
             admin: Arc::new(admin),
@@ -286,9 +294,18 @@ impl Backend for KafkaBackend {
         if let Some(value) = &record.value {
             fr = fr.payload(value.as_ref());
         }
-        match entry.connection.producer.send(fr, QUEUE_TIMEOUT).await {
-            Ok(_) => Ok(()),
-            Err((e, _)) => {
+        let sent = tokio::time::timeout(
+            entry.connection.deadline,
+            entry.connection.producer.send(fr, QUEUE_TIMEOUT),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => Ok(()),
+            Err(_) => Err(persist_error(
+                channel,
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+            )),
+            Ok(Err((e, _))) => {
                 tracing::debug!(channel = %channel.key(), event_id = %event.id, error = %e, "produce failed");
                 Err(persist_error(channel, e))
             }

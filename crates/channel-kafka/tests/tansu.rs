@@ -1,0 +1,262 @@
+//! The backend against a real Kafka-protocol broker (`tansu`), through the
+//! channel-core traits: produce semantics, topic lifecycle, subscribe,
+//! settle and commit.
+
+use channel_core::backend::{Backend, DeliveryStream, Health, Outcome, PersistErrorKind};
+use channel_core::contract::{BackendKind, ChannelContract, Ingress, SubscriptionContract};
+use channel_core::Event;
+use channel_kafka::config::Defaults;
+use channel_kafka::KafkaBackend;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tests::kafka::Tansu;
+
+fn channel(name: &str, params: serde_json::Value) -> ChannelContract {
+    ChannelContract {
+        uid: format!("uid-{name}"),
+        namespace: "default".into(),
+        name: name.into(),
+        kind: "KafkaChannel".into(),
+        backend: BackendKind::Kafka,
+        class: "kafka".into(),
+        ingress: Ingress::for_channel("default", name),
+        parameters: serde_json::from_value::<BTreeMap<String, serde_json::Value>>(params)
+            .expect("params"),
+        subscriptions: Vec::new(),
+    }
+}
+
+fn subscription(uid: &str) -> SubscriptionContract {
+    serde_json::from_value(serde_json::json!({
+        "uid": uid, "namespace": "default", "name": uid,
+        "subscriber": "http://127.0.0.1:1/"
+    }))
+    .expect("subscription")
+}
+
+fn backend(t: &Tansu) -> KafkaBackend {
+    KafkaBackend::new(Defaults {
+        bootstrap_servers: Some(t.bootstrap()),
+    })
+}
+
+fn event(i: usize) -> Event {
+    Event::new(format!("e{i}"), "/test", "dev.test").with_data(
+        "application/json",
+        bytes::Bytes::from(format!("{{\"n\":{i}}}")),
+    )
+}
+
+async fn next(stream: &mut Box<dyn DeliveryStream>) -> channel_core::backend::Delivery {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("a delivery within 30 s")
+        .expect("stream open")
+        .expect("no stream error")
+}
+
+/// Subscribe and wait until the consumer owns its partitions (the group has
+/// been joined), by probing with one event that is then settled.
+async fn ready_stream(
+    b: &KafkaBackend,
+    ch: &ChannelContract,
+    sub: &SubscriptionContract,
+) -> Box<dyn DeliveryStream> {
+    b.subscribe(ch, sub).await.expect("subscribe")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_lifecycle_is_idempotent() {
+    let t = Tansu::start();
+    let b = backend(&t);
+    let ch = channel("lifecycle", serde_json::json!({"numPartitions": 3}));
+    b.provision(&ch).await.expect("create");
+    b.provision(&ch).await.expect("create again is fine");
+    assert_eq!(b.health().await, Health::Healthy);
+    b.persist(&ch, event(1)).await.expect("persist");
+    b.deprovision(&ch).await.expect("delete");
+    b.deprovision(&ch).await.expect("delete again is fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_with_position_extensions_and_only_new_events() {
+    let t = Tansu::start();
+    let b = backend(&t);
+    let ch = channel("deliver", serde_json::json!({"numPartitions": 1}));
+    b.provision(&ch).await.expect("provision");
+    // History before the subscription exists is not replayed.
+    for i in 0..5 {
+        b.persist(&ch, event(i)).await.expect("persist");
+    }
+    let mut s = ready_stream(&b, &ch, &subscription("s1")).await;
+    for i in 5..15 {
+        b.persist(&ch, event(i)).await.expect("persist");
+    }
+    let mut prev = -1;
+    for i in 5..15 {
+        let d = next(&mut s).await;
+        assert_eq!(d.event.id, format!("e{i}"));
+        assert_eq!(d.position.partition, 0);
+        assert!(d.position.offset > prev);
+        prev = d.position.offset;
+        assert_eq!(
+            d.event.extension("knativekafkaoffset").as_deref(),
+            Some(d.position.offset.to_string().as_str())
+        );
+        assert_eq!(
+            d.event.extension("knativekafkapartition").as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            d.event.data.as_deref(),
+            Some(format!("{{\"n\":{i}}}").as_bytes())
+        );
+        d.ack.settle(Outcome::Delivered).await.expect("settle");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_settlement_commits_only_the_prefix_and_restart_resumes() {
+    let t = Tansu::start();
+    let b = backend(&t);
+    let ch = channel("prefix", serde_json::json!({"numPartitions": 1}));
+    b.provision(&ch).await.expect("provision");
+    let sub = subscription("s-prefix");
+    let mut s = ready_stream(&b, &ch, &sub).await;
+    for i in 0..10 {
+        b.persist(&ch, event(i)).await.expect("persist");
+    }
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let d = next(&mut s).await;
+        assert_eq!(d.event.id, format!("e{i}"));
+        if i == 3 || i == 4 {
+            held.push(d);
+        } else {
+            d.ack.settle(Outcome::Delivered).await.expect("settle");
+        }
+    }
+    // Let the periodic commit run: it may only commit up to e3.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Settle e4 but not e3, then stop the consumer; e3 stays unfinished.
+    let e4 = held.pop().expect("e4");
+    e4.ack.settle(Outcome::Delivered).await.expect("settle");
+    let e3 = held.pop().expect("e3");
+    drop(s);
+    std::mem::forget(e3.ack); // never settled (a crash would not settle it)
+    let mut s = b.subscribe(&ch, &sub).await.expect("resubscribe");
+    let d = next(&mut s).await;
+    assert_eq!(d.event.id, "e3", "resumes at the first unfinished record");
+    d.ack.settle(Outcome::Delivered).await.expect("settle");
+    // What follows e3 is delivered again (at least once).
+    let d = next(&mut s).await;
+    assert_eq!(d.event.id, "e4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_record_is_handed_out_again() {
+    let t = Tansu::start();
+    let b = backend(&t);
+    let ch = channel("abandon", serde_json::json!({}));
+    b.provision(&ch).await.expect("provision");
+    let mut s = ready_stream(&b, &ch, &subscription("s-ab")).await;
+    for i in 0..3 {
+        b.persist(&ch, event(i)).await.expect("persist");
+    }
+    let d0 = next(&mut s).await;
+    assert_eq!(d0.event.id, "e0");
+    d0.ack.settle(Outcome::Delivered).await.expect("settle");
+    let d1 = next(&mut s).await;
+    assert_eq!(d1.event.id, "e1");
+    d1.ack.settle(Outcome::Abandoned).await.expect("settle");
+    // e1 comes back (e2 may or may not have been handed out before the rewind).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut again = false;
+    while Instant::now() < deadline {
+        let d = next(&mut s).await;
+        let id = d.event.id.clone();
+        d.ack.settle(Outcome::Delivered).await.expect("settle");
+        if id == "e1" {
+            again = true;
+            break;
+        }
+    }
+    assert!(again, "the abandoned record was not redelivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_key_keeps_one_partition() {
+    let t = Tansu::start();
+    let b = backend(&t);
+    let ch = channel("keys", serde_json::json!({"numPartitions": 3}));
+    b.provision(&ch).await.expect("provision");
+    let mut s = ready_stream(&b, &ch, &subscription("s-keys")).await;
+    for i in 0..12 {
+        let e = event(i).with_extension("partitionkey", format!("k{}", i % 2).as_str());
+        b.persist(&ch, e).await.expect("persist");
+    }
+    let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
+    let mut last: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..12 {
+        let d = next(&mut s).await;
+        let key = d.ordering_key.as_deref().expect("key").to_owned();
+        assert_eq!(
+            d.event.extension("partitionkey").as_deref(),
+            Some(key.as_str())
+        );
+        let p = *partition_of
+            .entry(key.clone())
+            .or_insert(d.position.partition);
+        assert_eq!(p, d.position.partition, "one key, one partition");
+        let n: usize = d.event.id[1..].parse().expect("n");
+        if let Some(prev) = last.insert(key, n) {
+            assert!(n > prev, "per-key order");
+        }
+        d.ack.settle(Outcome::Delivered).await.expect("settle");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_is_rejected() {
+    let t = Tansu::start();
+    let b = backend(&t);
+    let ch = channel(
+        "large",
+        serde_json::json!({"config": {"message.max.bytes": 2000}}),
+    );
+    b.provision(&ch).await.expect("provision");
+    let big = Event::new("big", "/t", "t").with_data(
+        "application/octet-stream",
+        bytes::Bytes::from(vec![b'x'; 10_000]),
+    );
+    let e = b.persist(&ch, big).await.expect_err("too large");
+    assert_eq!(e.kind, PersistErrorKind::Rejected, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_makes_persist_unavailable_quickly() {
+    let mut t = Tansu::start();
+    let b = backend(&t);
+    let ch = channel("down", serde_json::json!({}));
+    b.provision(&ch).await.expect("provision");
+    b.persist(&ch, event(0)).await.expect("persist while up");
+    t.stop();
+    let started = Instant::now();
+    let e = b.persist(&ch, event(1)).await.expect_err("broker down");
+    let took = started.elapsed();
+    assert_eq!(e.kind, PersistErrorKind::Unavailable, "{e}");
+    assert!(e.message.contains("unavailable"), "{}", e.message);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    eprintln!("persist failed after {took:?} with the broker down");
+    assert!(matches!(b.health().await, Health::Unhealthy(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_parameter_is_invalid() {
+    let t = Tansu::start();
+    let b = backend(&t);
+    let ch = channel("bad", serde_json::json!({"partitions": 3}));
+    let e = b.provision(&ch).await.expect_err("invalid");
+    assert_eq!(e.kind, channel_core::backend::BackendErrorKind::Invalid);
+    assert!(e.message.contains("partitions"));
+}
