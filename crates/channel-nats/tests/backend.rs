@@ -405,3 +405,37 @@ async fn unsubscribe_deletes_the_consumer_and_ends_the_stream() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn ordered_subscription_gets_one_event_at_a_time_in_stream_order() {
+    let server = NatsServer::start();
+    let b = backend(&server).await;
+    let ch = channel("ordered", json!({}));
+    let mut sub = subscription("ord");
+    sub.delivery.order = channel_core::contract::DeliveryOrder::Ordered;
+    b.provision(&ch).await.unwrap();
+    let mut s = b.subscribe(&ch, &sub).await.unwrap();
+    for i in 0..5 {
+        b.persist(&ch, event(&format!("o{i}"))).await.unwrap();
+    }
+    for i in 0..5 {
+        let d = next(&mut s).await;
+        assert_eq!(d.event.id, format!("o{i}"));
+        if i == 2 {
+            // Abandoned: it comes back before anything after it.
+            d.ack.settle(Outcome::Abandoned).await.unwrap();
+            let again = next(&mut s).await;
+            assert_eq!(again.event.id, "o2");
+            nothing_while_held(&mut s).await;
+            again.ack.settle(Outcome::Delivered).await.unwrap();
+            continue;
+        }
+        // The next one is held back until this one is settled.
+        nothing_while_held(&mut s).await;
+        d.ack.settle(Outcome::Delivered).await.unwrap();
+    }
+}
+
+async fn nothing_while_held(s: &mut Box<dyn DeliveryStream>) {
+    nothing(s, Duration::from_millis(300)).await;
+}
