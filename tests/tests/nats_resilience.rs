@@ -101,7 +101,9 @@ async fn nats_server_restart_mid_stream_answers_503_and_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     nats.stop();
     let down_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Longer than the publish-ack timeout (2 s): a publish caught by the
+    // kill waits for it, the ones after it are refused at once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let up_at = Instant::now();
     nats.restart();
     // Readiness follows the connection.
