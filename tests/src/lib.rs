@@ -73,7 +73,74 @@ pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, mut check: F) -> 
     }
 }
 
-/// A running `inmemory-dispatcher`.
+/// The backend a [`Dispatcher`] runs on, owning its broker (if any) for the
+/// test's lifetime. The same test bodies run against each (the conformance
+/// suite): only the binary, its broker flag and a default class differ.
+#[derive(Debug)]
+pub enum Backend {
+    InMemory,
+    Nats(nats::NatsServer),
+    Kafka(kafka::Tansu),
+}
+
+impl Backend {
+    pub fn inmemory() -> Backend {
+        Backend::InMemory
+    }
+
+    /// A fresh `nats-server -js` for this test.
+    pub fn nats() -> Backend {
+        Backend::Nats(nats::NatsServer::start())
+    }
+
+    /// A fresh tansu broker for this test.
+    pub fn kafka() -> Backend {
+        Backend::Kafka(kafka::Tansu::start())
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::InMemory => "inmemory",
+            Backend::Nats(_) => "nats",
+            Backend::Kafka(_) => "kafka",
+        }
+    }
+
+    fn binary(&self) -> PathBuf {
+        match self {
+            Backend::InMemory => bin_dir().join("inmemory-dispatcher"),
+            Backend::Nats(_) => nats::nats_dispatcher_bin().to_path_buf(),
+            Backend::Kafka(_) => kafka::kafka_dispatcher_bin().to_path_buf(),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Backend::InMemory => Vec::new(),
+            Backend::Nats(server) => vec![
+                "--nats-url".into(),
+                server.url(),
+                "--nats-request-timeout".into(),
+                "2s".into(),
+            ],
+            Backend::Kafka(broker) => vec!["--bootstrap-servers".into(), broker.bootstrap()],
+        }
+    }
+
+    /// A default class of this backend, put in front of a test's manifests
+    /// so that plain `Channel`s are served by it.
+    pub fn class_yaml(&self) -> String {
+        match self {
+            Backend::InMemory => String::new(),
+            Backend::Nats(_) | Backend::Kafka(_) => format!(
+                "apiVersion: eventing.knative.dev/v1alpha1\nkind: ClusterChannelProvisioner\nmetadata: {{name: {0}, annotations: {{eventing.knative.dev/is-default-provisioner: \"true\"}}}}\nspec: {{backend: {0}}}\n---\n",
+                self.name()
+            ),
+        }
+    }
+}
+
+/// A running dispatcher (`inmemory-dispatcher` unless started on another [`Backend`]).
 #[derive(Debug)]
 pub struct Dispatcher {
     child: Option<Child>,
@@ -81,9 +148,19 @@ pub struct Dispatcher {
     pub ingress: SocketAddr,
     pub admin: SocketAddr,
     client: HttpClient,
+    /// Put in front of manifests on every (re)write: the backend's class.
+    prefix: String,
 }
 
 impl Dispatcher {
+    /// Start on `backend` with `manifests` (a default class of the backend is
+    /// added) and wait until ready.
+    pub async fn start_on(backend: &Backend, manifests: &str, extra: &[&str]) -> Dispatcher {
+        let d = Self::launch(backend, manifests, extra, &[]);
+        d.wait_ready().await;
+        d
+    }
+
     /// Start on `manifests` (written to a file in a fresh directory) with
     /// extra flags, and wait until ready.
     pub async fn start(manifests: &str, extra: &[&str]) -> Dispatcher {
@@ -110,14 +187,27 @@ impl Dispatcher {
 
     /// Start without waiting for readiness, with extra environment variables.
     pub fn spawn_with_env(manifests: &str, extra: &[&str], env: &[(&str, &str)]) -> Dispatcher {
+        Self::launch(&Backend::InMemory, manifests, extra, env)
+    }
+
+    fn launch(
+        backend: &Backend,
+        manifests: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Dispatcher {
+        let prefix = backend.class_yaml();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("manifests")).expect("mkdir");
-        std::fs::write(dir.path().join("manifests/channels.yaml"), manifests)
-            .expect("write manifests");
+        std::fs::write(
+            dir.path().join("manifests/channels.yaml"),
+            format!("{prefix}{manifests}"),
+        )
+        .expect("write manifests");
         let ingress: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = std::fs::File::create(dir.path().join("dispatcher.log")).expect("log file");
-        let child = Command::new(bin_dir().join("inmemory-dispatcher"))
+        let child = Command::new(backend.binary())
             .arg("--manifests")
             .arg(dir.path().join("manifests"))
             .args([
@@ -127,6 +217,7 @@ impl Dispatcher {
                 &admin.to_string(),
             ])
             .args(["--watch-interval", "100ms", "--drain-timeout", "5s"])
+            .args(backend.args())
             .args(extra)
             .env("RUST_LOG", "info,dispatcher=debug")
             .envs(env.iter().copied())
@@ -140,6 +231,7 @@ impl Dispatcher {
             ingress,
             admin,
             client: HttpClient::new(),
+            prefix,
         }
     }
 
@@ -210,7 +302,7 @@ impl Dispatcher {
     pub async fn rewrite(&self, manifests: &str) {
         let before = self.generation().await;
         let tmp = self.dir.path().join("channels.yaml.tmp");
-        std::fs::write(&tmp, manifests).expect("write");
+        std::fs::write(&tmp, format!("{}{manifests}", self.prefix)).expect("write");
         std::fs::rename(&tmp, self.dir.path().join("manifests/channels.yaml")).expect("rename");
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.generation().await <= before {
@@ -566,6 +658,16 @@ impl HttpClient {
         *req.body_mut() = Full::new(body);
         self.send(req).await.expect("POST answered")
     }
+}
+
+/// The event without the extensions a backend adds on delivery (Kafka's
+/// `knativekafkapartition` and `knativekafkaoffset`, as Knative's Kafka
+/// channel adds them), for comparing what was sent with what arrived.
+pub fn without_backend_extensions(event: &Event) -> Event {
+    let mut e = event.clone();
+    e.extensions.remove("knativekafkapartition");
+    e.extensions.remove("knativekafkaoffset");
+    e
 }
 
 /// An event with a JSON payload, for tests.

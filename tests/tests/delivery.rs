@@ -1,10 +1,13 @@
-//! Delivery rules of the real `inmemory-dispatcher`: retries and backoff,
-//! Retry-After, timeout, dead letter, replies, fan-out.
+//! The delivery conformance suite: Knative's delivery rules — retries and
+//! backoff, Retry-After, timeout, dead letter, replies, fan-out — checked
+//! against the real dispatcher of every backend (in-memory, NATS JetStream
+//! on a real nats-server, Kafka on a real tansu broker). Each test body runs
+//! once per backend.
 
 use channel_core::event::Event;
 use http::StatusCode;
 use std::time::{Duration, Instant};
-use tests::{channel_yaml, event, Answer, Dispatcher, Sink};
+use tests::{channel_yaml, event, Answer, Backend, Dispatcher, Sink};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -22,15 +25,19 @@ fn assert_near(actual: Duration, expected: Duration) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linear_backoff_then_dead_letter_with_error_extensions() {
+async fn linear_backoff_then_dead_letter_with_error_extensions(b: Backend) {
     let failing = Sink::start(|_, _| Answer::status(503).with_body("backend exploded")).await;
     let dls = Sink::accepting().await;
     let delivery = format!(
         "{{retry: 3, backoffPolicy: linear, backoffDelay: PT0.1S, deadLetterSink: {{uri: \"{}\"}}}}",
         dls.url()
     );
-    let d = Dispatcher::start(&channel_yaml("c", &[("s", &failing.url(), &delivery)]), &[]).await;
+    let d = Dispatcher::start_on(
+        &b,
+        &channel_yaml("c", &[("s", &failing.url(), &delivery)]),
+        &[],
+    )
+    .await;
     let sent = event("e1");
     assert_eq!(
         d.client().post_binary(&d.url("/default/c"), &sent).await.0,
@@ -64,11 +71,15 @@ async fn linear_backoff_then_dead_letter_with_error_extensions() {
     assert_eq!(d.metric("kn_channel_retries_total").await, 3.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exponential_backoff_timing() {
+async fn exponential_backoff_timing(b: Backend) {
     let failing = Sink::start(|_, n| Answer::status(if n <= 3 { 500 } else { 202 })).await;
     let delivery = "{retry: 3, backoffPolicy: exponential, backoffDelay: PT0.05S}";
-    let d = Dispatcher::start(&channel_yaml("c", &[("s", &failing.url(), delivery)]), &[]).await;
+    let d = Dispatcher::start_on(
+        &b,
+        &channel_yaml("c", &[("s", &failing.url(), delivery)]),
+        &[],
+    )
+    .await;
     d.client()
         .post_binary(&d.url("/default/c"), &event("e"))
         .await;
@@ -86,8 +97,7 @@ async fn exponential_backoff_timing() {
     assert_eq!(d.metric("kn_channel_dead_lettered_total").await, 0.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_retryable_status_goes_straight_to_dead_letter_and_retryable_ones_retry() {
+async fn non_retryable_status_goes_straight_to_dead_letter_and_retryable_ones_retry(b: Backend) {
     for (status, attempts) in [
         (400u16, 1usize),
         (403, 1),
@@ -104,10 +114,16 @@ async fn non_retryable_status_goes_straight_to_dead_letter_and_retryable_ones_re
             "{{retry: 2, backoffDelay: PT0.01S, deadLetterSink: {{uri: \"{}\"}}}}",
             dls.url()
         );
-        let d =
-            Dispatcher::start(&channel_yaml("c", &[("s", &failing.url(), &delivery)]), &[]).await;
+        let d = Dispatcher::start_on(
+            &b,
+            // A channel per status: on a durable backend the broker outlives
+            // each dispatcher, so names must not be reused.
+            &channel_yaml(&format!("c{status}"), &[("s", &failing.url(), &delivery)]),
+            &[],
+        )
+        .await;
         d.client()
-            .post_binary(&d.url("/default/c"), &event("e"))
+            .post_binary(&d.url(&format!("/default/c{status}")), &event("e"))
             .await;
         let dead = dls.wait_for(1, WAIT).await;
         assert_eq!(failing.count(), attempts, "status {status}");
@@ -122,8 +138,7 @@ async fn non_retryable_status_goes_straight_to_dead_letter_and_retryable_ones_re
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_is_capped_by_retry_after_max_and_ignored_without_it() {
+async fn retry_after_is_capped_by_retry_after_max_and_ignored_without_it(b: Backend) {
     let honoured = Sink::start(|_, n| {
         if n == 1 {
             Answer::status(429).with_header("retry-after", "10")
@@ -140,7 +155,8 @@ async fn retry_after_is_capped_by_retry_after_max_and_ignored_without_it() {
         }
     })
     .await;
-    let d = Dispatcher::start(
+    let d = Dispatcher::start_on(
+        &b,
         &channel_yaml(
             "c",
             &[
@@ -171,8 +187,7 @@ async fn retry_after_is_capped_by_retry_after_max_and_ignored_without_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_attempt_is_bounded_by_the_timeout() {
+async fn each_attempt_is_bounded_by_the_timeout(b: Backend) {
     let slow = Sink::start(|_, n| {
         if n == 1 {
             Answer::status(202).with_delay(Duration::from_secs(3))
@@ -181,7 +196,8 @@ async fn each_attempt_is_bounded_by_the_timeout() {
         }
     })
     .await;
-    let d = Dispatcher::start(
+    let d = Dispatcher::start_on(
+        &b,
         &channel_yaml(
             "c",
             &[(
@@ -204,7 +220,7 @@ async fn each_attempt_is_bounded_by_the_timeout() {
 fn reply_channel_yaml(subscriber: &str, reply: Option<&str>, delivery: &str) -> String {
     let mut y = String::from(
         "apiVersion: messaging.knative.dev/v1\nkind: Channel\nmetadata: {name: c, namespace: default}\n---\n\
-         apiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {name: replies, namespace: default}\n---\n\
+         apiVersion: messaging.knative.dev/v1\nkind: Channel\nmetadata: {name: replies, namespace: default}\n---\n\
          apiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {name: s, namespace: default}\nspec:\n  \
          channel: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: c}\n",
     );
@@ -218,8 +234,7 @@ fn reply_channel_yaml(subscriber: &str, reply: Option<&str>, delivery: &str) -> 
     y
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_are_routed_to_the_reply_destination_even_a_channel() {
+async fn replies_are_routed_to_the_reply_destination_even_a_channel(b: Backend) {
     let replier = Sink::start(|r, _| {
         let reply = Event::new(format!("{}-reply", r.id()), "/replier", "dev.reply");
         Answer::reply(&reply)
@@ -230,14 +245,14 @@ async fn replies_are_routed_to_the_reply_destination_even_a_channel() {
     // whose subscription forwards it to reply_sink.
     let mut yaml = reply_channel_yaml(
         &replier.url(),
-        Some("{ref: {apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: replies}}"),
+        Some("{ref: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: replies}}"),
         "",
     );
     yaml.push_str(&format!(
-        "---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: r, namespace: default}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: replies}}\n  subscriber: {{uri: \"{}\"}}\n",
+        "---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: r, namespace: default}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: Channel, name: replies}}\n  subscriber: {{uri: \"{}\"}}\n",
         reply_sink.url()
     ));
-    let d = Dispatcher::start(&yaml, &[]).await;
+    let d = Dispatcher::start_on(&b, &yaml, &[]).await;
     d.client()
         .post_binary(&d.url("/default/c"), &event("orig"))
         .await;
@@ -246,8 +261,7 @@ async fn replies_are_routed_to_the_reply_destination_even_a_channel() {
     assert_eq!(d.metric("kn_channel_replies_total").await, 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_without_destination_are_dropped_and_202_bodies_never_routed() {
+async fn replies_without_destination_are_dropped_and_202_bodies_never_routed(b: Backend) {
     let reply_sink = Sink::accepting().await;
     // Answers 202 with an event in the body: must not be routed.
     let accepted_with_body = Sink::start(|r, _| {
@@ -256,7 +270,8 @@ async fn replies_without_destination_are_dropped_and_202_bodies_never_routed() {
         a
     })
     .await;
-    let d = Dispatcher::start(
+    let d = Dispatcher::start_on(
+        &b,
         &reply_channel_yaml(
             &accepted_with_body.url(),
             Some(&format!("{{uri: \"{}\"}}", reply_sink.url())),
@@ -273,9 +288,16 @@ async fn replies_without_destination_are_dropped_and_202_bodies_never_routed() {
     // A 200 reply with no reply destination is dropped.
     let replier =
         Sink::start(|r, _| Answer::reply(&Event::new(format!("{}-r", r.id()), "/s", "t"))).await;
-    let d2 = Dispatcher::start(&reply_channel_yaml(&replier.url(), None, ""), &[]).await;
+    let d2 = Dispatcher::start_on(
+        &b,
+        &reply_channel_yaml(&replier.url(), None, "")
+            .replace("name: c}", "name: c2}")
+            .replace("{name: c, ", "{name: c2, "),
+        &[],
+    )
+    .await;
     d2.client()
-        .post_binary(&d2.url("/default/c"), &event("e2"))
+        .post_binary(&d2.url("/default/c2"), &event("e2"))
         .await;
     replier.wait_for(1, WAIT).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -288,13 +310,13 @@ async fn replies_without_destination_are_dropped_and_202_bodies_never_routed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_reply_dead_letters_the_original_naming_the_reply_destination() {
+async fn failed_reply_dead_letters_the_original_naming_the_reply_destination(b: Backend) {
     let replier =
         Sink::start(|r, _| Answer::reply(&Event::new(format!("{}-r", r.id()), "/s", "t"))).await;
     let broken_reply = Sink::start(|_, _| Answer::status(500)).await;
     let dls = Sink::accepting().await;
-    let d = Dispatcher::start(
+    let d = Dispatcher::start_on(
+        &b,
         &reply_channel_yaml(
             &replier.url(),
             Some(&format!("{{uri: \"{}\"}}", broken_reply.url())),
@@ -320,10 +342,10 @@ async fn failed_reply_dead_letters_the_original_naming_the_reply_destination() {
     assert_eq!(broken_reply.count(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_subscriptions_to_one_subscriber_get_two_deliveries() {
+async fn two_subscriptions_to_one_subscriber_get_two_deliveries(b: Backend) {
     let sink = Sink::accepting().await;
-    let d = Dispatcher::start(
+    let d = Dispatcher::start_on(
+        &b,
         &channel_yaml("c", &[("a", &sink.url(), ""), ("b", &sink.url(), "")]),
         &[],
     )
@@ -344,8 +366,7 @@ async fn two_subscriptions_to_one_subscriber_get_two_deliveries() {
     assert_eq!(ids, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channel_delivery_applies_to_subscriptions_without_their_own() {
+async fn channel_delivery_applies_to_subscriptions_without_their_own(b: Backend) {
     let failing = Sink::start(|_, _| Answer::status(500)).await;
     let dls = Sink::accepting().await;
     let yaml = format!(
@@ -357,7 +378,7 @@ async fn channel_delivery_applies_to_subscriptions_without_their_own() {
             .expect("subscription")
             .replace("name: ignored", "name: c")
     );
-    let d = Dispatcher::start(&yaml, &[]).await;
+    let d = Dispatcher::start_on(&b, &yaml, &[]).await;
     d.client()
         .post_binary(&d.url("/default/c"), &event("e"))
         .await;
@@ -365,10 +386,10 @@ async fn channel_delivery_applies_to_subscriptions_without_their_own() {
     assert_eq!(failing.count(), 3, "the channel's retry: 2 applied");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn structured_delivery_when_asked() {
+async fn structured_delivery_when_asked(b: Backend) {
     let sink = Sink::accepting().await;
-    let d = Dispatcher::start(
+    let d = Dispatcher::start_on(
+        &b,
         &channel_yaml("c", &[("s", &sink.url(), "{format: json}")]),
         &[],
     )
@@ -380,13 +401,13 @@ async fn structured_delivery_when_asked() {
         .to_str()
         .unwrap_or_default()
         .starts_with("application/cloudevents+json"));
-    assert_eq!(got[0].event.as_ref(), Some(&sent));
+    let got = got[0].event.as_ref().map(tests::without_backend_extensions);
+    assert_eq!(got.as_ref(), Some(&sent));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_dead_letter_sink_failed_events_are_dropped_and_counted() {
+async fn without_dead_letter_sink_failed_events_are_dropped_and_counted(b: Backend) {
     let failing = Sink::start(|_, _| Answer::status(400)).await;
-    let d = Dispatcher::start(&channel_yaml("c", &[("s", &failing.url(), "")]), &[]).await;
+    let d = Dispatcher::start_on(&b, &channel_yaml("c", &[("s", &failing.url(), "")]), &[]).await;
     d.client()
         .post_binary(&d.url("/default/c"), &event("e"))
         .await;
@@ -402,3 +423,48 @@ async fn without_dead_letter_sink_failed_events_are_dropped_and_counted() {
     assert_eq!(dropped, 1.0);
     assert_eq!(failing.count(), 1, "400 is not retried");
 }
+
+/// Run each test body against every backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod inmemory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(tests::Backend::inmemory()).await
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(tests::Backend::nats()).await
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(tests::Backend::kafka()).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    linear_backoff_then_dead_letter_with_error_extensions,
+    exponential_backoff_timing,
+    non_retryable_status_goes_straight_to_dead_letter_and_retryable_ones_retry,
+    retry_after_is_capped_by_retry_after_max_and_ignored_without_it,
+    each_attempt_is_bounded_by_the_timeout,
+    replies_are_routed_to_the_reply_destination_even_a_channel,
+    replies_without_destination_are_dropped_and_202_bodies_never_routed,
+    failed_reply_dead_letters_the_original_naming_the_reply_destination,
+    two_subscriptions_to_one_subscriber_get_two_deliveries,
+    channel_delivery_applies_to_subscriptions_without_their_own,
+    structured_delivery_when_asked,
+    without_dead_letter_sink_failed_events_are_dropped_and_counted,
+);
