@@ -8,11 +8,6 @@ use clap::Parser;
 use dispatcher::config::DispatcherArgs;
 use std::sync::Arc;
 
-// The data path allocates small buffers from every worker thread; mimalloc
-// avoids the contention glibc malloc shows there (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Knative channel dispatcher, in-memory backend.
 ///
 /// Serves the channels of the in-memory backend described by Knative YAML
