@@ -45,7 +45,8 @@ impl Tansu {
 
     /// Start with SQLite storage in a temporary file (kept across restarts).
     pub fn start_sqlite() -> Tansu {
-        Self::with_storage(|dir| format!("sqlite://{}", dir.join("tansu.db").display()))
+        // tansu resolves the path against its working directory (the temp dir).
+        Self::with_storage(|_| "sqlite://tansu.db".to_owned())
     }
 
     fn with_storage(storage: impl FnOnce(&Path) -> String) -> Tansu {
@@ -297,7 +298,9 @@ impl Drop for KafkaDispatcher {
     }
 }
 
-/// Manifests for one channel `default/<channel>` of the `kafka` backend (a
+/// Manifests for a `kafka` class (the dispatcher's `--bootstrap-servers`
+/// applies; one record per producer batch, because tansu 0.6 cannot fetch
+/// from inside a batch — see docs/kafka.md) and one channel `default/<channel>` (a
 /// `KafkaChannel` template with `template_spec`, YAML flow mapping or ""),
 /// with subscriptions `(name, subscriber uri, delivery yaml or "", ordered)`.
 pub fn kafka_channel_yaml(
@@ -311,7 +314,7 @@ pub fn kafka_channel_yaml(
         format!(", spec: {template_spec}")
     };
     let mut out = format!(
-        "apiVersion: messaging.knative.dev/v1\nkind: Channel\nmetadata: {{name: {channel}, namespace: default}}\nspec:\n  channelTemplate: {{apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel{spec}}}\n"
+        "apiVersion: eventing.knative.dev/v1alpha1\nkind: ClusterChannelProvisioner\nmetadata: {{name: kafka}}\nspec: {{backend: kafka, parameters: {{config: {{batch.num.messages: 1}}}}}}\n---\napiVersion: messaging.knative.dev/v1\nkind: Channel\nmetadata: {{name: {channel}, namespace: default}}\nspec:\n  channelTemplate: {{apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel{spec}}}\n"
     );
     for (name, uri, delivery, ordered) in subs {
         let annotations = if *ordered {

@@ -403,8 +403,8 @@ fn short(group: &str) -> String {
 
 fn to_record(shared: &Shared, msg: &rdkafka::message::BorrowedMessage<'_>) -> Option<Record> {
     let partition = msg.partition();
-    let epoch = shared.book().parts.get(&partition)?.epoch;
     let offset = msg.offset();
+    let epoch = shared.book().parts.get(&partition)?.epoch;
     let key = msg
         .key()
         .map(|k| Arc::from(String::from_utf8_lossy(k).as_ref()));
@@ -597,6 +597,7 @@ impl DeliveryStream for Stream {
                 continue;
             }
             if !part.tracker.handed(record.offset) {
+                tracing::debug!(group = %self.shared.group, partition = record.partition, offset = record.offset, committable = ?part.tracker.committable(), "record at or below one already handed out: skipped as a duplicate");
                 continue;
             }
             let event = match record.event {

@@ -56,7 +56,11 @@ const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
 struct Connection {
     /// Connection properties (including secrets: never logged).
     props: BTreeMap<String, String>,
-    producer: FutureProducer<TracingContext>,
+    /// Replaced when it fails for good (a fatal idempotence error, or a
+    /// broker that no longer knows its producer id after a restart).
+    producer: RwLock<Arc<FutureProducer<TracingContext>>>,
+    /// When the producer was last replaced (rate limit).
+    replaced: Mutex<Option<std::time::Instant>>,
     /// Hard bound on one produce: `message.timeout.ms` plus the queue wait
     /// and a margin (librdkafka may report later than its own timeout).
     deadline: Duration,
@@ -72,6 +76,71 @@ impl std::fmt::Debug for Connection {
             )
             .finish_non_exhaustive()
     }
+}
+
+fn new_producer(
+    props: &BTreeMap<String, String>,
+) -> Result<FutureProducer<TracingContext>, BackendError> {
+    let timeout = DEFAULT_MESSAGE_TIMEOUT.as_millis().to_string();
+    client_config(
+        props,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("message.timeout.ms", &timeout),
+            ("linger.ms", "2"),
+            ("socket.keepalive.enable", "true"),
+        ],
+    )
+    .create_with_context(TracingContext)
+    .map_err(|e| provision::backend_error("creating the Kafka producer", e))
+}
+
+impl Connection {
+    fn producer(&self) -> Arc<FutureProducer<TracingContext>> {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replace a producer that cannot recover by itself; at most every 2 s.
+    fn replace_producer(&self, failed: &Arc<FutureProducer<TracingContext>>, why: &KafkaError) {
+        {
+            let mut replaced = self.replaced.lock().unwrap_or_else(|e| e.into_inner());
+            if replaced.is_some_and(|at| at.elapsed() < Duration::from_secs(2)) {
+                return;
+            }
+            *replaced = Some(std::time::Instant::now());
+        }
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&current, failed) {
+            return;
+        }
+        match new_producer(&self.props) {
+            Ok(p) => {
+                tracing::warn!(error = %why, "Kafka producer failed for good: replaced by a new one");
+                *current = Arc::new(p);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot replace the failed Kafka producer"),
+        }
+    }
+}
+
+/// Whether a produce error means the producer itself cannot go on.
+fn producer_broken(producer: &FutureProducer<TracingContext>, e: &KafkaError) -> bool {
+    producer.client().fatal_error().is_some()
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::Unknown
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+            )
+        )
 }
 
 /// A channel's resolved settings.
@@ -122,19 +191,7 @@ impl KafkaBackend {
         if let Some(c) = connections.iter().find(|c| c.props == props) {
             return Ok(c.clone());
         }
-        let timeout = DEFAULT_MESSAGE_TIMEOUT.as_millis().to_string();
-        let producer: FutureProducer<TracingContext> = client_config(
-            &props,
-            &[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("message.timeout.ms", &timeout),
-                ("linger.ms", "2"),
-                ("socket.keepalive.enable", "true"),
-            ],
-        )
-        .create_with_context(TracingContext)
-        .map_err(|e| provision::backend_error("creating the Kafka producer", e))?;
+        let producer = new_producer(&props)?;
         let admin: AdminClient<TracingContext> = client_config(&props, &[])
             .create_with_context(TracingContext)
             .map_err(|e| provision::backend_error("creating the Kafka admin client", e))?;
@@ -145,7 +202,8 @@ impl KafkaBackend {
         let c = Arc::new(Connection {
             deadline: message_timeout + QUEUE_TIMEOUT + Duration::from_millis(500),
             props,
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
+            replaced: Mutex::new(None),
             admin: Arc::new(admin),
         });
         connections.push(c.clone());
@@ -294,11 +352,9 @@ impl Backend for KafkaBackend {
         if let Some(value) = &record.value {
             fr = fr.payload(value.as_ref());
         }
-        let sent = tokio::time::timeout(
-            entry.connection.deadline,
-            entry.connection.producer.send(fr, QUEUE_TIMEOUT),
-        )
-        .await;
+        let producer = entry.connection.producer();
+        let sent =
+            tokio::time::timeout(entry.connection.deadline, producer.send(fr, QUEUE_TIMEOUT)).await;
         match sent {
             Ok(Ok(_)) => Ok(()),
             Err(_) => Err(persist_error(
@@ -306,6 +362,9 @@ impl Backend for KafkaBackend {
                 KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
             )),
             Ok(Err((e, _))) => {
+                if producer_broken(&producer, &e) {
+                    entry.connection.replace_producer(&producer, &e);
+                }
                 tracing::debug!(channel = %channel.key(), event_id = %event.id, error = %e, "produce failed");
                 Err(persist_error(channel, e))
             }
@@ -398,7 +457,7 @@ impl Backend for KafkaBackend {
                 .cloned()
                 .unwrap_or_default();
             let checked = tokio::task::spawn_blocking(move || {
-                c.producer
+                c.producer()
                     .client()
                     .fetch_metadata(None, HEALTH_TIMEOUT)
                     .map(|_| ())
