@@ -6,12 +6,10 @@
 //! A [`KafkaDispatcher`] serves manifests whose channels select the `kafka`
 //! backend; it can be SIGKILLed and restarted on the same ports.
 
-use crate::{free_port, HttpClient};
-use http::StatusCode;
-use std::net::{SocketAddr, TcpStream};
+use crate::{free_port, Dispatcher};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The `tansu` binary: `$TANSU`, else `~/.cargo/bin/tansu`, else `PATH`.
@@ -121,180 +119,34 @@ impl Drop for Tansu {
     }
 }
 
-/// Build `kafka-dispatcher` (and `event-display`) once per test process; its path.
-pub fn kafka_dispatcher_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "channel-kafka",
-                "--bin",
-                "kafka-dispatcher",
-            ])
-            .status()
-            .expect("cargo build runs");
-        assert!(status.success(), "building kafka-dispatcher failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("target"));
-        target.join("debug").join("kafka-dispatcher")
-    })
+/// Build `kafka-dispatcher` once per test process; its path.
+pub fn kafka_dispatcher_bin() -> PathBuf {
+    crate::build_bin("channel-kafka", "kafka-dispatcher")
 }
 
-/// A running `kafka-dispatcher`.
-#[derive(Debug)]
-pub struct KafkaDispatcher {
-    child: Option<Child>,
-    pub dir: tempfile::TempDir,
-    pub ingress: SocketAddr,
-    pub admin: SocketAddr,
-    bootstrap: String,
-    extra: Vec<String>,
-    client: HttpClient,
+/// The `kafka-dispatcher` flags for the broker at `bootstrap`.
+pub fn dispatcher_args(bootstrap: &str) -> Vec<String> {
+    vec!["--bootstrap-servers".to_owned(), bootstrap.to_owned()]
 }
+
+/// Starts the real `kafka-dispatcher` as a [`Dispatcher`] (which can be
+/// SIGKILLed and restarted on the same ports).
+#[derive(Debug)]
+pub struct KafkaDispatcher;
 
 impl KafkaDispatcher {
     /// Start on `manifests` against Kafka at `bootstrap`, and wait until ready.
-    pub async fn start(manifests: &str, bootstrap: &str, extra: &[&str]) -> KafkaDispatcher {
+    pub async fn start(manifests: &str, bootstrap: &str, extra: &[&str]) -> Dispatcher {
         let d = Self::spawn(manifests, bootstrap, extra);
         d.wait_ready().await;
         d
     }
 
     /// Start without waiting for readiness.
-    pub fn spawn(manifests: &str, bootstrap: &str, extra: &[&str]) -> KafkaDispatcher {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("manifests")).expect("mkdir");
-        std::fs::write(dir.path().join("manifests/channels.yaml"), manifests)
-            .expect("write manifests");
-        let mut d = KafkaDispatcher {
-            child: None,
-            dir,
-            ingress: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
-            admin: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
-            bootstrap: bootstrap.to_owned(),
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            client: HttpClient::new(),
-        };
-        d.launch();
-        d
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("dispatcher.log"))
-            .expect("log file");
-        let child = Command::new(kafka_dispatcher_bin())
-            .arg("--manifests")
-            .arg(self.dir.path().join("manifests"))
-            .args([
-                "--listen",
-                &self.ingress.to_string(),
-                "--admin-listen",
-                &self.admin.to_string(),
-                "--bootstrap-servers",
-                &self.bootstrap,
-            ])
-            .args(["--watch-interval", "100ms", "--drain-timeout", "5s"])
-            .args(&self.extra)
-            .env("RUST_LOG", "info,channel_kafka=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("kafka-dispatcher starts");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL the process and wait for it to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start again with the same manifests and ports (after [`Self::kill`]),
-    /// and wait until ready.
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.launch();
-        self.wait_ready().await;
-    }
-
-    pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok((status, _)) = self.client.get(&self.admin_url("/readyz")).await {
-                if status == StatusCode::OK {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kafka-dispatcher not ready in 60 s; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.ingress)
-    }
-
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dispatcher.log")).unwrap_or_default()
-    }
-
-    /// Sum of the metric samples whose line starts with `prefix`.
-    pub async fn metric(&self, prefix: &str) -> f64 {
-        let Ok((_, body)) = self.client.get(&self.admin_url("/metrics")).await else {
-            return 0.0;
-        };
-        String::from_utf8_lossy(&body)
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Resident memory in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    pub fn client(&self) -> &HttpClient {
-        &self.client
-    }
-}
-
-impl Drop for KafkaDispatcher {
-    fn drop(&mut self) {
-        self.kill();
+    pub fn spawn(manifests: &str, bootstrap: &str, extra: &[&str]) -> Dispatcher {
+        let mut args = dispatcher_args(bootstrap);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Dispatcher::launch_binary(kafka_dispatcher_bin(), args, "", manifests, &[])
     }
 }
 

@@ -21,33 +21,43 @@ use std::time::{Duration, Instant};
 pub mod kafka;
 pub mod nats;
 
-/// Build the binaries once per test process and return the directory holding them.
+/// Build `bin` of `package` once per test process (cached per binary) and
+/// return its path. Building from the test keeps `cargo test` self-contained.
+pub fn build_bin(package: &str, bin: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Mutex::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(bin) {
+        return path.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .status()
+        .expect("cargo build runs");
+    assert!(status.success(), "building {bin} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let path = target.join("debug").join(bin);
+    built.insert(bin.to_owned(), path.clone());
+    path
+}
+
+/// Build the in-memory dispatcher and event-display; the directory holding them.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        build_bin("event-display", "event-display");
+        build_bin("channel-inmemory", "inmemory-dispatcher")
             .parent()
-            .expect("workspace root")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--quiet",
-                "--bins",
-                "-p",
-                "channel-inmemory",
-                "-p",
-                "event-display",
-            ])
-            .status()
-            .expect("cargo build runs");
-        assert!(status.success(), "building the binaries failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("target"));
-        target.join("debug")
+            .expect("target dir")
+            .to_path_buf()
     })
 }
 
@@ -109,21 +119,16 @@ impl Backend {
     fn binary(&self) -> PathBuf {
         match self {
             Backend::InMemory => bin_dir().join("inmemory-dispatcher"),
-            Backend::Nats(_) => nats::nats_dispatcher_bin().to_path_buf(),
-            Backend::Kafka(_) => kafka::kafka_dispatcher_bin().to_path_buf(),
+            Backend::Nats(_) => nats::nats_dispatcher_bin(),
+            Backend::Kafka(_) => kafka::kafka_dispatcher_bin(),
         }
     }
 
     fn args(&self) -> Vec<String> {
         match self {
             Backend::InMemory => Vec::new(),
-            Backend::Nats(server) => vec![
-                "--nats-url".into(),
-                server.url(),
-                "--nats-request-timeout".into(),
-                "2s".into(),
-            ],
-            Backend::Kafka(broker) => vec!["--bootstrap-servers".into(), broker.bootstrap()],
+            Backend::Nats(server) => nats::dispatcher_args(&server.url()),
+            Backend::Kafka(broker) => kafka::dispatcher_args(&broker.bootstrap()),
         }
     }
 
@@ -150,6 +155,10 @@ pub struct Dispatcher {
     client: HttpClient,
     /// Put in front of manifests on every (re)write: the backend's class.
     prefix: String,
+    binary: PathBuf,
+    /// Every flag after the listen addresses (backend flags and extras).
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Dispatcher {
@@ -196,7 +205,26 @@ impl Dispatcher {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Dispatcher {
-        let prefix = backend.class_yaml();
+        let mut args = backend.args();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Self::launch_binary(
+            backend.binary(),
+            args,
+            &backend.class_yaml(),
+            manifests,
+            env,
+        )
+    }
+
+    /// Spawn `binary` on `manifests` (after `prefix`) with `args`, on free
+    /// loopback ports, without waiting for readiness.
+    pub fn launch_binary(
+        binary: PathBuf,
+        args: Vec<String>,
+        prefix: &str,
+        manifests: &str,
+        env: &[(&str, &str)],
+    ) -> Dispatcher {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("manifests")).expect("mkdir");
         std::fs::write(
@@ -204,40 +232,72 @@ impl Dispatcher {
             format!("{prefix}{manifests}"),
         )
         .expect("write manifests");
-        let ingress: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = std::fs::File::create(dir.path().join("dispatcher.log")).expect("log file");
-        let child = Command::new(backend.binary())
+        let mut d = Dispatcher {
+            child: None,
+            dir,
+            ingress: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+            admin: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+            client: HttpClient::new(),
+            prefix: prefix.to_owned(),
+            binary,
+            args,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        d.spawn_process();
+        d
+    }
+
+    fn spawn_process(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("dispatcher.log"))
+            .expect("log file");
+        let child = Command::new(&self.binary)
             .arg("--manifests")
-            .arg(dir.path().join("manifests"))
+            .arg(self.dir.path().join("manifests"))
             .args([
                 "--listen",
-                &ingress.to_string(),
+                &self.ingress.to_string(),
                 "--admin-listen",
-                &admin.to_string(),
+                &self.admin.to_string(),
             ])
             .args(["--watch-interval", "100ms", "--drain-timeout", "5s"])
-            .args(backend.args())
-            .args(extra)
-            .env("RUST_LOG", "info,dispatcher=debug")
-            .envs(env.iter().copied())
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                "info,dispatcher=debug,channel_nats=debug,channel_kafka=debug",
+            )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("dispatcher starts");
-        Dispatcher {
-            child: Some(child),
-            dir,
-            ingress,
-            admin,
-            client: HttpClient::new(),
-            prefix,
+        self.child = Some(child);
+    }
+
+    /// SIGKILL the process and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+    }
+
+    /// Start again with the same manifests and ports (after [`Self::kill`]),
+    /// and wait until ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn_process();
+        self.wait_ready().await;
     }
 
     pub async fn wait_ready(&self) {
         let ok = {
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Ok((status, _)) = self.client.get(&self.admin_url("/readyz")).await {
                     if status == StatusCode::OK {
@@ -250,7 +310,7 @@ impl Dispatcher {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         };
-        assert!(ok, "dispatcher not ready in 20 s; log:\n{}", self.log());
+        assert!(ok, "dispatcher not ready in 30 s; log:\n{}", self.log());
     }
 
     /// Ingress URL of a path, e.g. `/default/orders`.
@@ -285,11 +345,9 @@ impl Dispatcher {
     /// Sum of the metric samples whose line starts with `prefix` (name and
     /// optionally the first labels).
     pub async fn metric(&self, prefix: &str) -> f64 {
-        let (_, body) = self
-            .client
-            .get(&self.admin_url("/metrics"))
-            .await
-            .expect("metrics");
+        let Ok((_, body)) = self.client.get(&self.admin_url("/metrics")).await else {
+            return 0.0;
+        };
         String::from_utf8_lossy(&body)
             .lines()
             .filter(|l| l.starts_with(prefix))
@@ -370,10 +428,7 @@ impl Dispatcher {
 
 impl Drop for Dispatcher {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
 }
 
