@@ -715,6 +715,39 @@ impl HttpClient {
     }
 }
 
+/// POST an event in binary mode without panicking on a dead dispatcher:
+/// the status, if any.
+pub async fn try_post(client: &HttpClient, url: &str, id: &str) -> Option<StatusCode> {
+    let mut req = Request::post(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let body = encode_binary(&event(id), req.headers_mut());
+    *req.body_mut() = Full::new(body);
+    client.send(req).await.ok().map(|(status, _, _)| status)
+}
+
+/// Wait until `sink` has received every id in `accepted` (at least once),
+/// and fail naming the missing ones.
+pub async fn assert_all_delivered(
+    sink: &Sink,
+    accepted: &std::collections::BTreeSet<String>,
+    timeout: Duration,
+) {
+    let ok = eventually(timeout, || {
+        let got: std::collections::BTreeSet<String> = sink.ids().into_iter().collect();
+        accepted.is_subset(&got)
+    })
+    .await;
+    let got: std::collections::BTreeSet<String> = sink.ids().into_iter().collect();
+    assert!(
+        ok,
+        "{} of {} accepted events never delivered, e.g. {:?}",
+        accepted.difference(&got).count(),
+        accepted.len(),
+        accepted.difference(&got).take(5).collect::<Vec<_>>()
+    );
+}
+
 /// The event without the extensions a backend adds on delivery (Kafka's
 /// `knativekafkapartition` and `knativekafkaoffset`, as Knative's Kafka
 /// channel adds them), for comparing what was sent with what arrived.

@@ -2,42 +2,12 @@
 //! a SIGKILLed dispatcher, a restarted broker, two replicas in one group.
 //! Every event answered `202` must reach the subscriber at least once.
 
-use bytes::Bytes;
-use channel_core::event::encode_binary;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tests::kafka::{kafka_channel_yaml, KafkaDispatcher, Tansu};
-use tests::{event, HttpClient, Sink};
-
-/// POST without panicking on a dead dispatcher: the status, if any.
-async fn try_post(client: &HttpClient, url: &str, id: &str) -> Option<StatusCode> {
-    let mut req = Request::post(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let body = encode_binary(&event(id), req.headers_mut());
-    *req.body_mut() = Full::new(body);
-    client.send(req).await.ok().map(|(status, _, _)| status)
-}
-
-/// Wait until `sink` has received every id in `accepted`.
-async fn assert_all_delivered(sink: &Sink, accepted: &BTreeSet<String>, timeout: Duration) {
-    let ok = tests::eventually(timeout, || {
-        let got: BTreeSet<String> = sink.ids().into_iter().collect();
-        accepted.is_subset(&got)
-    })
-    .await;
-    let got: BTreeSet<String> = sink.ids().into_iter().collect();
-    assert!(
-        ok,
-        "{} of {} accepted events never delivered, e.g. {:?}",
-        accepted.difference(&got).count(),
-        accepted.len(),
-        accepted.difference(&got).take(5).collect::<Vec<_>>()
-    );
-}
+use tests::{assert_all_delivered, try_post, HttpClient, Sink};
 
 const DELIVERY: &str = "{timeout: PT2S}";
 
