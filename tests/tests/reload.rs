@@ -144,3 +144,53 @@ async fn a_bad_reload_keeps_the_previous_configuration() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(sink.wait_for(1, WAIT).await[0].id(), "still");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_slow_subscription_drains_it_without_blocking_the_admin_server() {
+    let slow =
+        Sink::start(|_, _| tests::Answer::status(202).with_delay(Duration::from_secs(2))).await;
+    let fast = Sink::accepting().await;
+    let d = Dispatcher::start(
+        &channel_yaml("c", &[("slow", &slow.url(), ""), ("fast", &fast.url(), "")]),
+        &[],
+    )
+    .await;
+    for i in 0..3 {
+        d.client()
+            .post_binary(&d.url("/default/c"), &event(&format!("e{i}")))
+            .await;
+    }
+    slow.wait_for(3, WAIT).await;
+    // Remove the slow subscription while its three deliveries are in flight.
+    let tmp = d.dir.path().join("next.yaml");
+    std::fs::write(&tmp, channel_yaml("c", &[("fast", &fast.url(), "")])).expect("write");
+    std::fs::rename(&tmp, d.dir.path().join("manifests/channels.yaml")).expect("rename");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = d
+        .client()
+        .get(&d.admin_url("/metrics"))
+        .await
+        .expect("metrics");
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a scrape waited {:?} for the drain",
+        started.elapsed()
+    );
+    // The drain lets the in-flight deliveries finish, then the generation moves on.
+    assert!(tests::eventually(WAIT, || slow.count() == 3).await);
+    let mut applied = false;
+    for _ in 0..100 {
+        if d.generation().await == 2 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(applied, "removal applied after the drain");
+    assert!(
+        !d.log().contains("abandoning"),
+        "in-flight deliveries finished"
+    );
+}

@@ -280,7 +280,12 @@ impl Dataplane {
 
     /// Update queue-depth gauges (called before a metrics scrape).
     pub async fn refresh_gauges(&self) {
-        let applied = self.applied.lock().await;
+        // An apply in progress may be draining subscriptions for up to the
+        // drain timeout: never make a scrape wait for it (the gauges keep
+        // their last values).
+        let Ok(applied) = self.applied.try_lock() else {
+            return;
+        };
         for ((channel_uid, sub_uid), worker) in &applied.workers {
             if let Some((channel, _)) = applied.channels.get(channel_uid) {
                 if let Some(sub) = channel.subscriptions.iter().find(|s| &s.uid == sub_uid) {
@@ -364,6 +369,10 @@ impl Dataplane {
             let Some((channel, _)) = applied.channels.remove(uid) else {
                 continue;
             };
+            // Stop them all at once: the drains overlap.
+            for worker in &stopping {
+                worker.stop.cancel();
+            }
             for worker in stopping {
                 let sub = worker.config.borrow().clone();
                 self.stop_worker(&channel, worker).await;
@@ -422,6 +431,11 @@ impl Dataplane {
             .filter(|k| !desired_subs.contains_key(*k))
             .cloned()
             .collect();
+        for key in &gone {
+            if let Some(worker) = applied.workers.get(key) {
+                worker.stop.cancel();
+            }
+        }
         for key in gone {
             if let Some(worker) = applied.workers.remove(&key) {
                 let sub = worker.config.borrow().clone();
