@@ -11,6 +11,8 @@
 //! Both print one JSON object with their results. Every loop is bounded by
 //! `--duration` (and the sink by `--max-duration`).
 
+mod raw;
+
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
@@ -51,6 +53,33 @@ enum Command {
         /// Data size in bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
+    },
+    /// Raw JetStream baseline: publish with PubAck + pull consume + ack.
+    RawNats {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+    /// Raw Kafka baseline: idempotent acks=all produce + consumer-group consume + commit.
+    RawKafka {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Extra producer properties, `key=value` (repeatable).
+        #[arg(long = "producer-config")]
+        producer_config: Vec<String>,
     },
     /// Receive events, answer `--status`, and report ingress-to-subscriber latency.
     Sink {
@@ -309,6 +338,27 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             size,
         } => send(url, rate, duration, concurrency, size).await,
+        Command::RawNats {
+            url,
+            duration,
+            concurrency,
+            size,
+        } => raw::nats(&url, size, duration, concurrency).await,
+        Command::RawKafka {
+            bootstrap,
+            duration,
+            concurrency,
+            size,
+            partitions,
+            producer_config,
+        } => {
+            let config: Vec<(String, String)> = producer_config
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            raw::kafka(&bootstrap, size, duration, concurrency, partitions, &config).await
+        }
         Command::Sink {
             listen,
             status,

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The durable backends' benchmark: one run per backend, loopback only, every
+# step bounded in time. For `nats` (a fresh nats-server -js, file storage)
+# or `kafka` (a fresh tansu broker):
+#
+#   raw  the broker client alone: publish with acknowledgement + consume +
+#        ack/commit, same broker, 1 KiB messages (loadgen raw-nats|raw-kafka)
+#   (1)  sender -> channel -> nginx, 1 subscription
+#   (10) sender -> channel -> nginx, 10 subscriptions
+#   lat  ingress -> subscriber latency at a fixed rate (loadgen sink)
+#   rss  dispatcher RSS idle and under the fixed-rate load
+#
+# Usage: bench/backends.sh nats|kafka [--duration 10s] [--rate 2000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BACKEND=${1:?usage: bench/backends.sh nats|kafka [--duration 10s] [--rate 2000]}
+shift
+DURATION=10s
+RATE=2000
+CONCURRENCY=32
+while (($#)); do
+  case "$1" in
+    --duration) DURATION="$2"; shift 2 ;;
+    --rate) RATE="$2"; shift 2 ;;
+    --concurrency) CONCURRENCY="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+command -v nginx >/dev/null || { echo "nginx is needed: apt-get install -y nginx" >&2; exit 1; }
+cargo build --release --quiet -p loadgen -p "channel-$BACKEND"
+BIN=target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+. bench/common.sh
+start_nginx
+
+BROKER_PORT=$(free_port)
+case "$BACKEND" in
+  nats)
+    nats-server -js -sd "$WORK/js" -a 127.0.0.1 -p "$BROKER_PORT" > "$WORK/broker.log" 2>&1 &
+    PIDS+=($!)
+    URL="nats://127.0.0.1:$BROKER_PORT"
+    DISPATCHER=nats-dispatcher
+    DISPATCHER_ARGS="--nats-url $URL"
+    CLASS_YAML=$'apiVersion: eventing.knative.dev/v1alpha1\nkind: ClusterChannelProvisioner\nmetadata: {name: nats, annotations: {eventing.knative.dev/is-default-provisioner: "true"}}\nspec: {backend: nats}\n'
+    RAW=(raw-nats --url "$URL")
+    ;;
+  kafka)
+    TANSU=${TANSU:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
+    "$TANSU" broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+      --storage-engine memory://tansu/ > "$WORK/broker.log" 2>&1 &
+    PIDS+=($!)
+    URL="127.0.0.1:$BROKER_PORT"
+    DISPATCHER=kafka-dispatcher
+    DISPATCHER_ARGS="--bootstrap-servers $URL"
+    # One record per producer batch on both sides: tansu 0.6 cannot fetch
+    # from inside a batch (docs/kafka.md).
+    CLASS_YAML=$'apiVersion: eventing.knative.dev/v1alpha1\nkind: ClusterChannelProvisioner\nmetadata: {name: kafka, annotations: {eventing.knative.dev/is-default-provisioner: "true"}}\nspec: {backend: kafka, parameters: {numPartitions: 3, config: {batch.num.messages: 1}}}\n'
+    RAW=(raw-kafka --bootstrap "$URL" --partitions 3 --producer-config batch.num.messages=1)
+    ;;
+  *) echo "backend must be nats or kafka" >&2; exit 2 ;;
+esac
+export CLASS_YAML DISPATCHER DISPATCHER_ARGS
+for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null && break; sleep 0.05; done
+
+echo "raw $BACKEND baseline" >&2
+RAW_JSON=$("$BIN/loadgen" "${RAW[@]}" --duration "$DURATION" --concurrency "$CONCURRENCY" --size 1024)
+echo "(1) channel, 1 subscription" >&2
+ONE=$(run_channel 1)
+echo "(10) channel, 10 subscriptions" >&2
+TEN=$(run_channel 10)
+
+echo "latency at $RATE events/s" >&2
+SINK_PORT=$(free_port)
+"$BIN/loadgen" sink --listen "127.0.0.1:$SINK_PORT" --max-duration 90s > "$WORK/sink.json" &
+SINK_PID=$!
+PIDS+=($SINK_PID)
+wait_http "http://127.0.0.1:$SINK_PORT/stats" 10
+manifests 1 1 "http://127.0.0.1:$SINK_PORT/" "$WORK/latency.yaml"
+start_dispatcher "$WORK/latency.yaml"
+sleep 1
+RSS_IDLE=$(rss_kib "$DISP_PID")
+"$BIN/loadgen" send --url "http://127.0.0.1:$INGRESS/default/bench0" --rate "$RATE" --duration "$DURATION" --concurrency 64 --size 1024 > "$WORK/lat-send.json" &
+SEND_PID=$!
+RSS_PEAK=0
+while kill -0 "$SEND_PID" 2>/dev/null; do
+  r=$(rss_kib "$DISP_PID"); [ "$r" -gt "$RSS_PEAK" ] && RSS_PEAK=$r
+  sleep 0.2
+done
+for _ in $(seq 1 300); do [ "$(depth)" -eq 0 ] && break; sleep 0.05; done
+stop_dispatcher
+kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
+
+python3 - "$BACKEND" "$RAW_JSON" "$ONE" "$TEN" "$(cat "$WORK/lat-send.json")" "$(cat "$WORK/sink.json")" "$RSS_IDLE" "$RSS_PEAK" "$RATE" <<'PY'
+import json, os, platform, subprocess, sys
+backend = sys.argv[1]
+raw, one, ten, send, sink = (json.loads(x) for x in sys.argv[2:7])
+rss_idle, rss_peak, rate = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+raw_rate = min(raw["published_per_s"], raw["consumed_per_s"])
+r1 = one["delivered_per_s"] / raw_rate
+r10 = ten["delivered_per_s"] / ten["ingress"]["accepted_per_s"] / 10 if ten["ingress"]["accepted_per_s"] else 0
+ok = lambda c: "met" if c else "missed"
+lat = sink["latency"]
+print(f"""| measurement | result | target | |
+|---|---|---|---|
+| raw {backend} client: publish+ack, consume+ack/commit | {raw['published_per_s']:,.0f} published/s, {raw['consumed_per_s']:,.0f} consumed/s | baseline | |
+| channel, 1 subscription | {one['delivered_per_s']:,.0f} deliveries/s (ingress {one['ingress']['accepted_per_s']:,.0f}/s) | ≥ 0.7 × raw | {r1:.2f} — {ok(r1 >= 0.7)} |
+| channel, 10 subscriptions | {ten['delivered_per_s']:,.0f} deliveries/s (ingress {ten['ingress']['accepted_per_s']:,.0f} events/s; {ten['ingress']['accepted_per_s'] / raw_rate:.2f} × raw) | ≥ 0.7 × raw | {ok(ten['ingress']['accepted_per_s'] / raw_rate >= 0.7)} |
+| ingress → subscriber at {rate:,}/s | p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms ({sink['received']:,} events; sender achieved {send['accepted_per_s']:,.0f}/s) | p99 reported | |
+| dispatcher RSS | {rss_idle/1024:.1f} MiB idle, {rss_peak/1024:.1f} MiB peak under that load | reported | |
+
+commit `{commit}`, {cpu}, {os.cpu_count()} cores, Linux {platform.release()}""")
+PY
