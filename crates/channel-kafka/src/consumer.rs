@@ -50,6 +50,8 @@ pub const REVOKE_GRACE: Duration = Duration::from_secs(3);
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one poll blocks the pump.
 const POLL: Duration = Duration::from_millis(50);
+/// Poll timeout while records wait for room in the hand-off queue.
+const HANDOVER_POLL: Duration = Duration::from_millis(2);
 /// Timeout of blocking consumer calls (commit, seek, offsets).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -502,6 +504,12 @@ fn update_lag(consumer: &SubscriptionConsumer, shared: &Shared) {
 /// The pump: poll, queue, pause when full, commit periodically, rewind.
 fn pump(consumer: SubscriptionConsumer, tx: mpsc::Sender<Record>, shared: Arc<Shared>) {
     let mut held: VecDeque<Record> = VecDeque::new();
+    // Hysteresis: pause only when the held records reach the queue's size,
+    // resume once they are below half of it. Pausing at the first full
+    // queue and resuming at the first free slot turns every slot into a
+    // pause/resume cycle, and each resume is a new fetch from the broker.
+    let high_water = tx.max_capacity().max(1);
+    let low_water = high_water / 2;
     let mut last_commit = Instant::now();
     let mut last_lag = Instant::now();
     let mut errors_logged = 0u32;
@@ -519,10 +527,12 @@ fn pump(consumer: SubscriptionConsumer, tx: mpsc::Sender<Record>, shared: Arc<Sh
                 Err(mpsc::error::TrySendError::Closed(_)) => break,
             }
         }
-        if held.is_empty() && shared.paused.load(Ordering::SeqCst) {
+        if held.len() <= low_water && shared.paused.load(Ordering::SeqCst) {
             set_paused(&consumer, &shared, false);
         }
-        match consumer.poll(POLL) {
+        // With records waiting for room, come back soon to hand them over.
+        let wait = if held.is_empty() { POLL } else { HANDOVER_POLL };
+        match consumer.poll(wait) {
             None => {}
             Some(Ok(msg)) => {
                 if let Some(record) = to_record(&shared, &msg) {
@@ -532,9 +542,6 @@ fn pump(consumer: SubscriptionConsumer, tx: mpsc::Sender<Record>, shared: Arc<Sh
                         match e {
                             mpsc::error::TrySendError::Full(record) => {
                                 held.push_back(record);
-                                if !shared.paused.load(Ordering::SeqCst) {
-                                    set_paused(&consumer, &shared, true);
-                                }
                             }
                             mpsc::error::TrySendError::Closed(_) => break,
                         }
@@ -551,6 +558,9 @@ fn pump(consumer: SubscriptionConsumer, tx: mpsc::Sender<Record>, shared: Arc<Sh
                     last_error_log = Instant::now();
                 }
             }
+        }
+        if held.len() >= high_water && !shared.paused.load(Ordering::SeqCst) {
+            set_paused(&consumer, &shared, true);
         }
         if last_commit.elapsed() >= COMMIT_INTERVAL {
             shared.commit(&consumer, None);
