@@ -61,6 +61,9 @@ pub struct Problem {
 pub struct Compiled {
     pub contracts: BTreeMap<BackendKind, Contract>,
     pub problems: Vec<Problem>,
+    /// The resolved `spec.delivery.deadLetterSink` of each channel that sets
+    /// one, by channel uid (Knative reports it as `status.deadLetterSinkUri`).
+    pub channel_dead_letters: BTreeMap<String, Url>,
 }
 
 /// A stable uid for a resource without `metadata.uid`.
@@ -424,6 +427,26 @@ pub fn compile(m: &Manifests) -> Compiled {
         });
     }
 
+    // The channels' own dead-letter sinks, for their status.
+    let mut channel_dead_letters = BTreeMap::new();
+    for ch in &compiled {
+        let Some(resource) = index
+            .channels
+            .get(&(ch.namespace.clone(), ch.name.clone()))
+            .and_then(|all| all.iter().find(|(r, _)| r.kind.as_str() == ch.kind))
+        else {
+            continue;
+        };
+        let sink = resource
+            .0
+            .delivery
+            .as_ref()
+            .and_then(|d| d.dead_letter_sink.as_ref());
+        if let Some(Ok(url)) = sink.map(|d| resolve_destination(d, &ch.namespace, &index)) {
+            channel_dead_letters.insert(ch.uid.clone(), url);
+        }
+    }
+
     // 2. Subscriptions, resolved and attached.
     let mut subs: Vec<&Subscription> = m.subscriptions.iter().collect();
     subs.sort_by(|a, b| {
@@ -542,6 +565,7 @@ pub fn compile(m: &Manifests) -> Compiled {
     Compiled {
         contracts,
         problems,
+        channel_dead_letters,
     }
 }
 

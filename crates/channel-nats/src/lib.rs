@@ -27,6 +27,7 @@
 //!
 //! This crate knows nothing of Kafka, HTTP delivery or Kubernetes.
 
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod provision;

@@ -4,13 +4,11 @@
 //! answers `202`, and delivered to each subscription at least once, across
 //! dispatcher and server restarts.
 
-use channel_nats::config::{split_urls, ConnectionSettings};
-use channel_nats::{NatsBackend, NatsOptions};
+use channel_nats::cli::NatsArgs;
+use channel_nats::NatsBackend;
 use clap::Parser;
 use dispatcher::config::DispatcherArgs;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Knative channel dispatcher, NATS JetStream backend.
 ///
@@ -25,63 +23,8 @@ struct Cli {
     #[command(flatten)]
     dispatcher: DispatcherArgs,
 
-    /// NATS server URLs, comma-separated.
-    #[arg(
-        long,
-        env = "KN_CHANNEL_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    nats_url: String,
-
-    /// NATS credentials file (JWT and nkey seed).
-    #[arg(long, env = "KN_CHANNEL_NATS_CREDENTIALS_FILE")]
-    nats_credentials_file: Option<PathBuf>,
-
-    /// NATS auth token.
-    #[arg(long, env = "KN_CHANNEL_NATS_TOKEN", hide_env_values = true)]
-    nats_token: Option<String>,
-
-    /// NATS user (with --nats-password).
-    #[arg(long, env = "KN_CHANNEL_NATS_USER", requires = "nats_password")]
-    nats_user: Option<String>,
-
-    /// NATS password (with --nats-user).
-    #[arg(
-        long,
-        env = "KN_CHANNEL_NATS_PASSWORD",
-        hide_env_values = true,
-        requires = "nats_user"
-    )]
-    nats_password: Option<String>,
-
-    /// CA certificates (PEM) to verify the NATS server; implies TLS.
-    #[arg(long, env = "KN_CHANNEL_NATS_TLS_CA_FILE")]
-    nats_tls_ca_file: Option<PathBuf>,
-
-    /// Client certificate (PEM) for mutual TLS (with --nats-tls-key-file).
-    #[arg(
-        long,
-        env = "KN_CHANNEL_NATS_TLS_CERT_FILE",
-        requires = "nats_tls_key_file"
-    )]
-    nats_tls_cert_file: Option<PathBuf>,
-
-    /// Client key (PEM) for mutual TLS (with --nats-tls-cert-file).
-    #[arg(
-        long,
-        env = "KN_CHANNEL_NATS_TLS_KEY_FILE",
-        requires = "nats_tls_cert_file"
-    )]
-    nats_tls_key_file: Option<PathBuf>,
-
-    /// Timeout of JetStream requests: publish acks (ingress answers 503
-    /// after it), stream and consumer management, ack confirmations.
-    #[arg(long, env = "KN_CHANNEL_NATS_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    nats_request_timeout: Duration,
-
-    /// Longest pause between reconnection attempts (backoff from 100ms).
-    #[arg(long, env = "KN_CHANNEL_NATS_MAX_RECONNECT_DELAY", default_value = "2s", value_parser = humantime::parse_duration)]
-    nats_max_reconnect_delay: Duration,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,21 +33,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let options = NatsOptions {
-        default_connection: ConnectionSettings {
-            urls: split_urls(&cli.nats_url),
-            credentials_file: cli.nats_credentials_file,
-            token: cli.nats_token,
-            user: cli.nats_user,
-            password: cli.nats_password,
-            tls_ca_file: cli.nats_tls_ca_file,
-            tls_cert_file: cli.nats_tls_cert_file,
-            tls_key_file: cli.nats_tls_key_file,
-        },
-        request_timeout: cli.nats_request_timeout,
-        max_reconnect_delay: cli.nats_max_reconnect_delay,
-        ..NatsOptions::default()
-    };
+    let options = cli.nats.options("nats-dispatcher");
     runtime.block_on(async move {
         let backend = Arc::new(NatsBackend::connect(options).await?);
         dispatcher::run(cli.dispatcher, backend).await
@@ -118,8 +47,11 @@ mod tests {
     #[test]
     fn flags_parse_with_defaults() {
         let cli = Cli::try_parse_from(["nats-dispatcher", "--manifests", "m.yaml"]).unwrap();
-        assert_eq!(cli.nats_url, "nats://127.0.0.1:4222");
-        assert_eq!(cli.nats_request_timeout, Duration::from_secs(5));
+        assert_eq!(cli.nats.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(
+            cli.nats.nats_request_timeout,
+            std::time::Duration::from_secs(5)
+        );
         assert!(Cli::try_parse_from([
             "nats-dispatcher",
             "--manifests",

@@ -12,7 +12,7 @@ use crate::metrics::{ChannelMetrics, Metrics, SubscriptionMetrics};
 use arc_swap::ArcSwap;
 use channel_core::compile::Problem;
 use channel_core::{Backend, ChannelContract, Contract, SubscriptionContract};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -102,7 +102,7 @@ impl std::fmt::Debug for Worker {
 }
 
 /// Status of one subscription as this dispatcher serves it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionStatus {
     pub uid: String,
@@ -116,7 +116,7 @@ pub struct SubscriptionStatus {
 }
 
 /// Status of one channel as this dispatcher serves it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelStatus {
     pub uid: String,
@@ -130,7 +130,7 @@ pub struct ChannelStatus {
 }
 
 /// A problem found while loading or compiling configuration.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProblemStatus {
     pub kind: String,
     pub namespace: String,
@@ -152,7 +152,7 @@ impl From<&Problem> for ProblemStatus {
 }
 
 /// The whole status document served at `/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     /// Contract generation applied; `None` until the first one is.

@@ -49,7 +49,8 @@ pub async fn run(args: DispatcherArgs, backend: Arc<dyn Backend>) -> anyhow::Res
     run_until(args, backend, shutdown).await
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGTERM or SIGINT (logging which arrived).
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),

@@ -45,7 +45,20 @@ pub enum LoadError {
     },
 }
 
-type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, u64)>;
+/// What a set of watched files looked like: path, size, modification time
+/// and inode of every file, following symlinks into directories.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, u64)>;
+
+/// The fingerprint of `paths` (files or directories, walked recursively):
+/// equal fingerprints mean nothing was added, removed, renamed or written.
+pub fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+    let mut out = Vec::new();
+    for path in paths {
+        fingerprint_path(path, &mut out, 0);
+    }
+    out.sort();
+    out
+}
 
 /// Loads a [`Source`] and tells when it changed.
 #[derive(Debug)]
@@ -147,17 +160,10 @@ impl SourceWatcher {
     }
 
     fn take_fingerprint(&self) -> Fingerprint {
-        let mut out = Vec::new();
         match &self.source {
-            Source::Manifests(paths) => {
-                for path in paths {
-                    fingerprint_path(path, &mut out, 0);
-                }
-            }
-            Source::Contract(path) => fingerprint_path(path, &mut out, 0),
+            Source::Manifests(paths) => fingerprint(paths),
+            Source::Contract(path) => fingerprint(std::slice::from_ref(path)),
         }
-        out.sort();
-        out
     }
 }
 

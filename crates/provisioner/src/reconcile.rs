@@ -1,0 +1,391 @@
+//! The pure half of reconciling: from manifests (and what was applied
+//! before) to the channels each backend should serve.
+//!
+//! Class selection, defaulting, validation, parameter overlay and
+//! destination resolution are `channel_core::compile`'s, shared with the
+//! dispatchers' embedded mode. This module adds what only a control plane
+//! with memory can decide:
+//!
+//! * **Immutability.** A channel's backend is fixed at creation, as Knative
+//!   requires of `spec.channelTemplate`: when the class or template of an
+//!   existing channel would move it to another backend, the change is
+//!   rejected. The channel keeps being served where it is (its stored events
+//!   stay reachable) and reports `Ready=False` with reason
+//!   `BackendImmutable` until the change is undone or the channel is deleted
+//!   and created again.
+//! * **Addressing.** In standalone mode channels are reached through their
+//!   dispatcher's URL and the path `/<namespace>/<name>`; in Kubernetes
+//!   through the per-channel Service host Knative names
+//!   `<name>-kn-channel.<namespace>.svc.cluster.local`.
+
+use channel_core::compile::{compile, Problem};
+use channel_core::manifests::Manifests;
+use channel_core::{BackendKind, ChannelContract};
+use std::collections::BTreeMap;
+use url::Url;
+
+/// Identifies a channel across reconciles: namespace, name and kind (a
+/// `Channel` and the concrete channel behind it share namespace and name).
+pub type ChannelKey = (String, String, String);
+
+/// The key of a channel in a contract.
+pub fn channel_key(c: &ChannelContract) -> ChannelKey {
+    (c.namespace.clone(), c.name.clone(), c.kind.clone())
+}
+
+/// How channel addresses are formed.
+#[derive(Debug, Clone, Default)]
+pub struct Addressing {
+    /// Base URL of each backend's dispatcher ingress (standalone mode); a
+    /// backend without one uses the Kubernetes host name.
+    pub dispatcher_urls: BTreeMap<BackendKind, Url>,
+}
+
+impl Addressing {
+    /// The URL producers post a channel's events to.
+    pub fn address(&self, channel: &ChannelContract) -> String {
+        match self.dispatcher_urls.get(&channel.backend) {
+            Some(base) => {
+                let base = base.as_str().trim_end_matches('/');
+                format!("{base}{}", channel.ingress.path)
+            }
+            None => channel.address(),
+        }
+    }
+}
+
+/// One channel the control plane wants served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChannel {
+    /// What the dispatcher of `contract.backend` is told.
+    pub contract: ChannelContract,
+    /// The address producers use.
+    pub address: String,
+    /// The channel's own dead-letter sink, resolved.
+    pub dead_letter_sink: Option<Url>,
+    /// Why the latest spec was not applied (the channel is served with the
+    /// one before it).
+    pub rejected: Option<Problem>,
+}
+
+/// The outcome of planning.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Every channel to serve, sorted by namespace, name and kind.
+    pub channels: Vec<PlannedChannel>,
+    /// Resources that cannot be served, with the reason.
+    pub problems: Vec<Problem>,
+}
+
+impl Plan {
+    pub fn channel(&self, key: &ChannelKey) -> Option<&PlannedChannel> {
+        self.channels
+            .iter()
+            .find(|c| &channel_key(&c.contract) == key)
+    }
+}
+
+/// Plan the channels of `manifests`, given the channels served before
+/// (`previous`, from the contracts last written).
+pub fn plan(
+    manifests: &Manifests,
+    previous: &BTreeMap<ChannelKey, ChannelContract>,
+    addressing: &Addressing,
+) -> Plan {
+    let compiled = compile(manifests);
+    let mut problems = compiled.problems;
+    let mut channels = Vec::new();
+    for contract in compiled.contracts.into_values().flat_map(|c| c.channels) {
+        let key = channel_key(&contract);
+        let dead_letter_sink = compiled.channel_dead_letters.get(&contract.uid).cloned();
+        let planned = match previous.get(&key) {
+            Some(before) if before.backend != contract.backend => {
+                let problem = Problem {
+                    kind: contract.kind.clone(),
+                    namespace: contract.namespace.clone(),
+                    name: contract.name.clone(),
+                    reason: "BackendImmutable".into(),
+                    message: format!(
+                        "class {:?} selects the {} backend, but the channel was created on {} (class {:?}); \
+                         a channel's backend cannot change: delete the channel and create it again. \
+                         It is still served by {}",
+                        contract.class,
+                        contract.backend,
+                        before.backend,
+                        before.class,
+                        before.backend
+                    ),
+                };
+                let mut kept = before.clone();
+                kept.subscriptions = contract.subscriptions;
+                PlannedChannel {
+                    address: addressing.address(&kept),
+                    contract: kept,
+                    dead_letter_sink,
+                    rejected: Some(problem),
+                }
+            }
+            _ => PlannedChannel {
+                address: addressing.address(&contract),
+                contract,
+                dead_letter_sink,
+                rejected: None,
+            },
+        };
+        channels.push(planned);
+    }
+    channels.sort_by_key(|c| channel_key(&c.contract));
+    // Subscriptions reach other channels through their addresses: rewrite
+    // destinations that name a channel's cluster host to its planned
+    // address (they differ in standalone mode).
+    let hosts: BTreeMap<String, String> = channels
+        .iter()
+        .map(|c| (c.contract.ingress.host.clone(), c.address.clone()))
+        .collect();
+    for channel in &mut channels {
+        for sub in &mut channel.contract.subscriptions {
+            for url in [&mut sub.subscriber, &mut sub.reply, &mut sub.dead_letter]
+                .into_iter()
+                .flatten()
+            {
+                rewrite_channel_url(url, &hosts);
+            }
+        }
+        if let Some(url) = &mut channel.dead_letter_sink {
+            rewrite_channel_url(url, &hosts);
+        }
+    }
+    problems
+        .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+    Plan { channels, problems }
+}
+
+fn rewrite_channel_url(url: &mut Url, hosts: &BTreeMap<String, String>) {
+    let Some(address) = url.host_str().and_then(|h| hosts.get(h)) else {
+        return;
+    };
+    if address.starts_with(&format!("http://{}", url.host_str().unwrap_or_default())) {
+        return;
+    }
+    let Ok(mut base) = Url::parse(address) else {
+        return;
+    };
+    // Keep a relative path the destination added after the channel's own.
+    let extra = url.path().trim_start_matches('/');
+    if !extra.is_empty() {
+        let joined = format!("{}/{extra}", base.path().trim_end_matches('/'));
+        base.set_path(&joined);
+    }
+    base.set_query(url.query());
+    *url = base;
+}
+
+/// The contracts to write, one per backend in `backends`: the planned
+/// channels accepted by `include`, numbered `generation`.
+pub fn contracts_for(
+    plan: &Plan,
+    backends: &[BackendKind],
+    mut include: impl FnMut(&PlannedChannel) -> bool,
+) -> BTreeMap<BackendKind, Vec<ChannelContract>> {
+    let mut out: BTreeMap<BackendKind, Vec<ChannelContract>> =
+        backends.iter().map(|b| (*b, Vec::new())).collect();
+    for channel in &plan.channels {
+        if include(channel) {
+            out.entry(channel.contract.backend)
+                .or_default()
+                .push(channel.contract.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use channel_core::manifests::load_str;
+
+    const CLASSES: &str = r#"
+apiVersion: eventing.knative.dev/v1alpha1
+kind: ClusterChannelProvisioner
+metadata:
+  name: memory
+  annotations: {eventing.knative.dev/is-default-provisioner: "true"}
+spec: {backend: inmemory}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: ClusterChannelProvisioner
+metadata: {name: kafka}
+spec: {backend: kafka, parameters: {bootstrapServers: "k:9092", numPartitions: 3}}
+"#;
+
+    fn manifests(extra: &str) -> Manifests {
+        load_str("test.yaml", &format!("{CLASSES}\n---\n{extra}")).unwrap()
+    }
+
+    fn by_key(plan: &Plan) -> BTreeMap<ChannelKey, ChannelContract> {
+        plan.channels
+            .iter()
+            .map(|c| (channel_key(&c.contract), c.contract.clone()))
+            .collect()
+    }
+
+    const ORDERS_DEFAULT: &str = r#"
+apiVersion: messaging.knative.dev/v1
+kind: Channel
+metadata: {name: orders, namespace: shop}
+spec:
+  delivery: {deadLetterSink: {uri: "http://dlq.shop/"}}
+---
+apiVersion: messaging.knative.dev/v1
+kind: Subscription
+metadata: {name: audit, namespace: shop}
+spec:
+  channel: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: orders}
+  subscriber: {uri: "http://audit.shop/"}
+"#;
+
+    #[test]
+    fn a_new_channel_takes_the_backend_its_class_selects() {
+        let plan = plan(
+            &manifests(ORDERS_DEFAULT),
+            &BTreeMap::new(),
+            &Addressing::default(),
+        );
+        assert_eq!(plan.channels.len(), 1);
+        let c = &plan.channels[0];
+        assert_eq!(c.contract.backend, BackendKind::InMemory);
+        assert_eq!(c.contract.class, "memory");
+        assert_eq!(c.address, "http://orders-kn-channel.shop.svc.cluster.local");
+        assert_eq!(
+            c.dead_letter_sink.as_ref().unwrap().as_str(),
+            "http://dlq.shop/"
+        );
+        assert!(c.rejected.is_none());
+        assert_eq!(c.contract.subscriptions.len(), 1);
+    }
+
+    #[test]
+    fn changing_a_channels_backend_is_rejected_and_the_old_one_kept() {
+        let before = plan(
+            &manifests(ORDERS_DEFAULT),
+            &BTreeMap::new(),
+            &Addressing::default(),
+        );
+        let moved = ORDERS_DEFAULT.replace(
+            "spec:\n  delivery",
+            "spec:\n  provisioner: {name: kafka}\n  delivery",
+        );
+        let after = plan(&manifests(&moved), &by_key(&before), &Addressing::default());
+        let c = &after.channels[0];
+        assert_eq!(
+            c.contract.backend,
+            BackendKind::InMemory,
+            "still served where it was"
+        );
+        let rejected = c.rejected.as_ref().expect("the change is rejected");
+        assert_eq!(rejected.reason, "BackendImmutable");
+        assert!(rejected.message.contains("kafka"), "{}", rejected.message);
+        assert_eq!(
+            c.contract.subscriptions.len(),
+            1,
+            "subscriptions still follow"
+        );
+
+        // A parameter change on the same backend is not a backend change.
+        let tuned = ORDERS_DEFAULT.replace(
+            "spec:\n  delivery",
+            "spec:\n  channelTemplate: {apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, spec: {maxEvents: 10}}\n  delivery",
+        );
+        let after = plan(&manifests(&tuned), &by_key(&before), &Addressing::default());
+        assert!(after.channels[0].rejected.is_none());
+        assert_eq!(
+            after.channels[0].contract.parameters.get("maxEvents"),
+            Some(&serde_json::json!(10))
+        );
+    }
+
+    #[test]
+    fn standalone_addresses_use_the_dispatcher_url_everywhere() {
+        let yaml = format!(
+            "{ORDERS_DEFAULT}\n---\n{}",
+            r#"
+apiVersion: messaging.knative.dev/v1
+kind: Channel
+metadata: {name: archive, namespace: shop}
+spec: {provisioner: {name: kafka}}
+---
+apiVersion: messaging.knative.dev/v1
+kind: Subscription
+metadata: {name: to-archive, namespace: shop}
+spec:
+  channel: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: orders}
+  subscriber: {ref: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: archive}}
+  reply: {ref: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: archive}, uri: "replies"}
+"#
+        );
+        let addressing = Addressing {
+            dispatcher_urls: [
+                (
+                    BackendKind::InMemory,
+                    Url::parse("http://memory:8080").unwrap(),
+                ),
+                (
+                    BackendKind::Kafka,
+                    Url::parse("http://kafka-dispatcher:8080/").unwrap(),
+                ),
+            ]
+            .into(),
+        };
+        let plan = plan(&manifests(&yaml), &BTreeMap::new(), &addressing);
+        let orders = plan
+            .channel(&("shop".into(), "orders".into(), "Channel".into()))
+            .unwrap();
+        assert_eq!(orders.address, "http://memory:8080/shop/orders");
+        let sub = orders
+            .contract
+            .subscriptions
+            .iter()
+            .find(|s| s.name == "to-archive")
+            .unwrap();
+        assert_eq!(
+            sub.subscriber.as_ref().unwrap().as_str(),
+            "http://kafka-dispatcher:8080/shop/archive"
+        );
+        assert_eq!(
+            sub.reply.as_ref().unwrap().as_str(),
+            "http://kafka-dispatcher:8080/shop/archive/replies"
+        );
+    }
+
+    #[test]
+    fn unservable_resources_are_problems_with_reasons() {
+        let yaml = r#"
+apiVersion: messaging.knative.dev/v1
+kind: Subscription
+metadata: {name: lost, namespace: shop}
+spec:
+  channel: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: nowhere}
+  subscriber: {uri: "http://x/"}
+"#;
+        let plan = plan(&manifests(yaml), &BTreeMap::new(), &Addressing::default());
+        assert!(plan.channels.is_empty());
+        assert_eq!(plan.problems.len(), 1);
+        assert_eq!(plan.problems[0].reason, "ChannelNotFound");
+    }
+
+    #[test]
+    fn contracts_list_every_backend_even_when_empty() {
+        let plan = plan(
+            &manifests(ORDERS_DEFAULT),
+            &BTreeMap::new(),
+            &Addressing::default(),
+        );
+        let all = [BackendKind::InMemory, BackendKind::Kafka, BackendKind::Nats];
+        let contracts = contracts_for(&plan, &all, |_| true);
+        assert_eq!(contracts.len(), 3);
+        assert_eq!(contracts[&BackendKind::InMemory].len(), 1);
+        assert!(contracts[&BackendKind::Kafka].is_empty());
+        let none = contracts_for(&plan, &all, |_| false);
+        assert!(none[&BackendKind::InMemory].is_empty());
+    }
+}

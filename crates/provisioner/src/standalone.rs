@@ -1,0 +1,719 @@
+//! Standalone mode: the control plane without Kubernetes.
+//!
+//! Every `--watch-interval` the provisioner looks at the manifest files
+//! (reloading them when they changed), plans the channels, provisions what
+//! is due, writes one contract per backend to `--contracts-dir` when its
+//! content changed, deletes the backing resources of removed channels,
+//! polls each dispatcher's `/status`, and recomputes every resource's
+//! Knative status, served on `--listen` as `GET /status`.
+//!
+//! Contracts are written atomically (a temporary file in the same directory,
+//! fsync, rename), so a dispatcher polling the file never reads half a
+//! document. The contracts on disk are also the provisioner's memory: at
+//! start it reads them back, so a restart keeps generations increasing, keeps
+//! serving channels whose broker is momentarily down, remembers each
+//! channel's backend (which cannot change) and deletes the resources of
+//! channels removed while it was not running.
+//!
+//! A channel enters its backend's contract once its backing resource was
+//! provisioned; once in, it stays while it exists, whatever the broker does
+//! (a broker outage makes it not Ready, never unrouted).
+
+use crate::provision::{Provisioner, Schedule, Tracker};
+use crate::reconcile::{channel_key, contracts_for, plan, Addressing, ChannelKey};
+use crate::status::{self, DispatcherObservation, Observations, Provisioning, ResourceStatus};
+use anyhow::Context as _;
+use bytes::Bytes;
+use channel_core::manifests::{load_paths, Manifests};
+use channel_core::{BackendKind, ChannelContract, Contract};
+use channel_nats::cli::NatsArgs;
+use dispatcher::dataplane::Status as DispatcherStatus;
+use dispatcher::source::{fingerprint, Fingerprint};
+use futures_util::future::join_all;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+/// `provisioner standalone`: watch manifests, provision, write contracts,
+/// report status.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StandaloneArgs {
+    /// Knative YAML manifests: files or directories (walked recursively,
+    /// hidden entries skipped), watched for changes. Repeatable.
+    #[arg(
+        long = "manifests",
+        env = "KN_PROVISIONER_MANIFESTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub manifests: Vec<PathBuf>,
+
+    /// Directory receiving one contract per backend (`inmemory.json`,
+    /// `kafka.json`, `nats.json`); each dispatcher follows its file with
+    /// `--contract`. Created if missing.
+    #[arg(long, env = "KN_PROVISIONER_CONTRACTS_DIR")]
+    pub contracts_dir: PathBuf,
+
+    /// Address of the status server (`GET /status`, `/healthz`, `/readyz`).
+    #[arg(long, env = "KN_PROVISIONER_LISTEN", default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+
+    /// A backend's dispatcher admin URL, polled for the contract generation
+    /// it applied: `BACKEND=URL`, e.g. `kafka=http://kafka-dispatcher:9091`.
+    /// Repeatable; overrides the class's `spec.dispatcher.adminUrl`.
+    #[arg(long = "dispatcher-admin", env = "KN_PROVISIONER_DISPATCHER_ADMIN", value_delimiter = ',', value_parser = parse_backend_url)]
+    pub dispatcher_admin: Vec<(BackendKind, Url)>,
+
+    /// A backend's dispatcher ingress URL, which makes channel addresses
+    /// `URL/<namespace>/<name>`: `BACKEND=URL`. Repeatable; overrides the
+    /// class's `spec.dispatcher.url`. Without one, addresses are the
+    /// in-cluster `http://<name>-kn-channel.<namespace>.svc.cluster.local`.
+    #[arg(long = "dispatcher-url", env = "KN_PROVISIONER_DISPATCHER_URL", value_delimiter = ',', value_parser = parse_backend_url)]
+    pub dispatcher_url: Vec<(BackendKind, Url)>,
+
+    /// How often the manifests are checked for changes and the dispatchers
+    /// polled.
+    #[arg(long, env = "KN_PROVISIONER_WATCH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub watch_interval: Duration,
+
+    /// How often a provisioned topic or stream is verified (and recreated
+    /// or updated if it drifted).
+    #[arg(long, env = "KN_PROVISIONER_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Longest wait for one provisioning call before the broker is reported
+    /// unavailable.
+    #[arg(long, env = "KN_PROVISIONER_PROVISION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub provision_timeout: Duration,
+
+    /// Longest pause between retries of a failed provisioning (backoff
+    /// doubles from 500ms).
+    #[arg(long, env = "KN_PROVISIONER_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Kafka bootstrap servers for classes that set no `bootstrapServers`.
+    #[arg(long, env = "KN_CHANNEL_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+fn parse_backend_url(s: &str) -> Result<(BackendKind, Url), String> {
+    let (backend, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not BACKEND=URL (e.g. kafka=http://127.0.0.1:9091)"))?;
+    let backend: BackendKind = backend.trim().parse()?;
+    let url = Url::parse(url.trim()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{url} is not an http(s) URL"));
+    }
+    Ok((backend, url))
+}
+
+/// What a dispatcher reported, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatcherSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url: Option<String>,
+    /// The contract generation written for the backend.
+    pub contract_generation: u64,
+    /// The generation the dispatcher reports having applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A backing resource whose deletion has not succeeded yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDeletion {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The document `GET /status` serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// Whether at least one reconcile completed.
+    pub reconciled: bool,
+    pub dispatchers: BTreeMap<BackendKind, DispatcherSummary>,
+    pub resources: Vec<ResourceStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_deletions: Vec<PendingDeletion>,
+    /// Manifest warnings (documents skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Why the latest manifests could not be loaded (the previous ones stay
+    /// in effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The path of a backend's contract in `dir`.
+pub fn contract_path(dir: &Path, backend: BackendKind) -> PathBuf {
+    dir.join(format!("{}.json", backend.as_str()))
+}
+
+/// Write `contract` to `path` atomically: a temporary file in the same
+/// directory, flushed to disk, renamed over the target.
+pub fn write_atomically(path: &Path, contract: &Contract) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(contract.to_json_pretty().as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Read the contracts an earlier run wrote; unreadable ones are reported
+/// and treated as absent.
+fn read_contracts(dir: &Path) -> BTreeMap<BackendKind, Contract> {
+    let mut out = BTreeMap::new();
+    for backend in BackendKind::ALL {
+        let path = contract_path(dir, backend);
+        match std::fs::read(&path) {
+            Ok(bytes) => match Contract::from_json(&bytes) {
+                Ok(c) => {
+                    out.insert(backend, c);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable contract")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read contract")
+            }
+        }
+    }
+    out
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// Ask a dispatcher for its `/status`.
+async fn poll_dispatcher(client: &HttpClient, admin: &Url) -> DispatcherObservation {
+    let uri = match admin.join("status") {
+        Ok(u) => u.to_string(),
+        Err(e) => return DispatcherObservation::Unreachable(e.to_string()),
+    };
+    let request = match Request::get(&uri).body(Empty::new()) {
+        Ok(r) => r,
+        Err(e) => return DispatcherObservation::Unreachable(e.to_string()),
+    };
+    let answer = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("GET {uri}: {status}"));
+        }
+        serde_json::from_slice::<DispatcherStatus>(&body)
+            .map_err(|e| format!("GET {uri}: not a dispatcher status: {e}"))
+    };
+    match tokio::time::timeout(Duration::from_secs(2), answer).await {
+        Ok(Ok(report)) => DispatcherObservation::Report(Box::new(report)),
+        Ok(Err(e)) => DispatcherObservation::Unreachable(e),
+        Err(_) => DispatcherObservation::Unreachable(format!("GET {uri}: no answer within 2s")),
+    }
+}
+
+/// The reconcile loop's state.
+struct Reconciler {
+    args: StandaloneArgs,
+    provisioner: Provisioner,
+    tracker: Tracker,
+    client: HttpClient,
+    fingerprint: Option<Fingerprint>,
+    manifests: Option<Manifests>,
+    last_error: Option<String>,
+    /// The contracts on disk, by backend.
+    written: BTreeMap<BackendKind, Contract>,
+    report: Arc<Mutex<StatusReport>>,
+}
+
+impl Reconciler {
+    /// Dispatcher URLs: flags first, then the classes' `spec.dispatcher`.
+    fn dispatcher_urls(&self, admin: bool) -> BTreeMap<BackendKind, Url> {
+        let mut out = BTreeMap::new();
+        if let Some(m) = &self.manifests {
+            for class in &m.classes {
+                let Some(d) = &class.spec.dispatcher else {
+                    continue;
+                };
+                let url = if admin { &d.admin_url } else { &d.url };
+                if let Some(url) = url.as_deref().and_then(|u| Url::parse(u).ok()) {
+                    out.entry(class.spec.backend).or_insert(url);
+                }
+            }
+        }
+        let flags = if admin {
+            &self.args.dispatcher_admin
+        } else {
+            &self.args.dispatcher_url
+        };
+        for (backend, url) in flags {
+            out.insert(*backend, url.clone());
+        }
+        // `Url::join` replaces the last segment unless the base ends in '/'.
+        for url in out.values_mut() {
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+        }
+        out
+    }
+
+    fn reload_if_changed(&mut self) {
+        let fp = fingerprint(&self.args.manifests);
+        if self.fingerprint.as_ref() == Some(&fp) {
+            return;
+        }
+        self.fingerprint = Some(fp);
+        match load_paths(&self.args.manifests) {
+            Ok(m) => {
+                for w in &m.warnings {
+                    tracing::warn!(warning = %w, "manifest warning");
+                }
+                tracing::info!(
+                    channels = m.channels.len(),
+                    subscriptions = m.subscriptions.len(),
+                    classes = m.classes.len(),
+                    "manifests loaded"
+                );
+                self.manifests = Some(m);
+                self.last_error = None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "manifests not loaded; the previous ones stay in effect");
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    async fn reconcile(&mut self) {
+        self.reload_if_changed();
+        let Some(manifests) = self.manifests.clone() else {
+            let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+            report.last_error = self.last_error.clone();
+            return;
+        };
+        let previous: BTreeMap<ChannelKey, ChannelContract> = self
+            .written
+            .values()
+            .flat_map(|c| c.channels.iter())
+            .map(|c| (channel_key(c), c.clone()))
+            .collect();
+        let addressing = Addressing {
+            dispatcher_urls: self
+                .dispatcher_urls(false)
+                .into_iter()
+                .map(|(b, mut u)| {
+                    let path = u.path().trim_end_matches('/').to_owned();
+                    u.set_path(&path);
+                    (b, u)
+                })
+                .collect(),
+        };
+        let plan = plan(&manifests, &previous, &addressing);
+
+        // 1. Provision what is due.
+        let now = Instant::now();
+        let due = self.tracker.due(
+            plan.channels
+                .iter()
+                .map(|c| (channel_key(&c.contract), &c.contract)),
+            now,
+        );
+        let provisioner = &self.provisioner;
+        let results = join_all(due.into_iter().map(|(key, contract)| async move {
+            let state = provisioner.provision(&contract).await;
+            (key, contract, state)
+        }))
+        .await;
+        for (key, contract, state) in results {
+            let before = self.tracker.get(&key).map(|t| t.state.clone());
+            match (&before, &state) {
+                (Some(Provisioning::Ready { .. }), Provisioning::Ready { .. }) => {}
+                (_, Provisioning::Ready { message, .. }) => {
+                    tracing::info!(channel = %contract.key(), backend = %contract.backend, resource = %message, "channel provisioned")
+                }
+                (_, Provisioning::Failed { reason, message }) => {
+                    tracing::warn!(channel = %contract.key(), backend = %contract.backend, reason = %reason, error = %message, "provisioning failed; retrying with backoff")
+                }
+                _ => {}
+            }
+            self.tracker.record(key, contract, state, now);
+        }
+        let wanted: Vec<ChannelKey> = plan
+            .channels
+            .iter()
+            .map(|c| channel_key(&c.contract))
+            .collect();
+        self.tracker.forget_except(&wanted, now);
+        for (key, contract) in &previous {
+            if !wanted.contains(key) {
+                self.tracker
+                    .delete_later(key.clone(), contract.clone(), now);
+            }
+        }
+
+        // 2. Contracts: provisioned channels, and those already served.
+        let tracker = &self.tracker;
+        let per_backend = contracts_for(&plan, &BackendKind::ALL, |c| {
+            let key = channel_key(&c.contract);
+            previous.contains_key(&key)
+                || matches!(
+                    tracker.get(&key).map(|t| &t.state),
+                    Some(Provisioning::Ready { .. })
+                )
+        });
+        let mut in_contract = BTreeMap::new();
+        for (backend, channels) in per_backend {
+            for c in &channels {
+                in_contract.insert(channel_key(c), true);
+            }
+            let old = self.written.get(&backend);
+            let mut next = Contract {
+                generation: old.map(|c| c.generation).unwrap_or(0),
+                backend: Some(backend),
+                channels,
+            };
+            let path = contract_path(&self.args.contracts_dir, backend);
+            let unchanged = old.is_some_and(|o| o.same_content(&next)) && path.exists();
+            if unchanged {
+                continue;
+            }
+            if !old.is_some_and(|o| o.same_content(&next)) {
+                next.generation += 1;
+            }
+            match write_atomically(&path, &next) {
+                Ok(()) => {
+                    tracing::info!(backend = %backend, generation = next.generation, channels = next.channels.len(), path = %path.display(), "contract written");
+                    self.written.insert(backend, next);
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot write contract");
+                    self.last_error = Some(format!("cannot write {}: {e}", path.display()));
+                }
+            }
+        }
+
+        // 3. Delete the resources of removed channels (after the dispatchers
+        //    were told to stop serving them).
+        for (key, contract) in self.tracker.deletions_due(Instant::now()) {
+            let result = self.provisioner.deprovision(&contract).await;
+            match &result {
+                Ok(()) => {
+                    tracing::info!(channel = %contract.key(), backend = %contract.backend, "backing resource deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %contract.key(), error = %e, "deletion failed; retrying with backoff")
+                }
+            }
+            self.tracker.deleted(&key, result, Instant::now());
+        }
+
+        // 4. What the dispatchers applied.
+        let admins = self.dispatcher_urls(true);
+        let client = &self.client;
+        let polled = join_all(BackendKind::ALL.into_iter().map(|backend| {
+            let admin = admins.get(&backend).cloned();
+            async move {
+                let obs = match &admin {
+                    Some(url) => poll_dispatcher(client, url).await,
+                    None => DispatcherObservation::Unconfigured,
+                };
+                (backend, admin, obs)
+            }
+        }))
+        .await;
+
+        // 5. Status.
+        let mut obs = Observations {
+            in_contract,
+            generations: self
+                .written
+                .iter()
+                .map(|(b, c)| (*b, c.generation))
+                .collect(),
+            ..Observations::default()
+        };
+        for c in &plan.channels {
+            let key = channel_key(&c.contract);
+            if let Some(t) = self.tracker.get(&key) {
+                obs.provisioning.insert(key, t.state.clone());
+            }
+        }
+        let mut dispatchers = BTreeMap::new();
+        for (backend, admin, observation) in polled {
+            let (applied, error) = match &observation {
+                DispatcherObservation::Report(r) => (r.generation, r.last_error.clone()),
+                DispatcherObservation::Unreachable(e) => (None, Some(e.clone())),
+                DispatcherObservation::Unconfigured => (None, None),
+            };
+            dispatchers.insert(
+                backend,
+                DispatcherSummary {
+                    admin_url: admin.map(|u| u.to_string()),
+                    contract_generation: obs.generations.get(&backend).copied().unwrap_or(0),
+                    applied_generation: applied,
+                    error,
+                },
+            );
+            obs.dispatchers.insert(backend, observation);
+        }
+        let mut resources = status::compute(&plan, &obs);
+        let now_text = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        status::stamp_transitions(&report.resources, &mut resources, &now_text);
+        log_transitions(&report.resources, &resources);
+        *report = StatusReport {
+            reconciled: true,
+            dispatchers,
+            resources,
+            pending_deletions: self
+                .tracker
+                .pending_deletions()
+                .into_iter()
+                .map(|((namespace, name, kind), error)| PendingDeletion {
+                    kind,
+                    namespace,
+                    name,
+                    error,
+                })
+                .collect(),
+            warnings: manifests.warnings.clone(),
+            last_error: self.last_error.clone(),
+        };
+    }
+}
+
+/// Log every resource whose readiness changed.
+fn log_transitions(old: &[ResourceStatus], new: &[ResourceStatus]) {
+    let index: BTreeSet<(&str, &str, &str, &str)> = old
+        .iter()
+        .map(|r| {
+            (
+                r.kind.as_str(),
+                r.namespace.as_str(),
+                r.name.as_str(),
+                r.ready.as_str(),
+            )
+        })
+        .collect();
+    for r in new {
+        if !index.contains(&(
+            r.kind.as_str(),
+            r.namespace.as_str(),
+            r.name.as_str(),
+            r.ready.as_str(),
+        )) {
+            tracing::info!(
+                kind = %r.kind,
+                resource = %format!("{}/{}", r.namespace, r.name),
+                ready = r.ready.as_str(),
+                reason = r.reason.as_deref().unwrap_or(""),
+                message = r.message.as_deref().unwrap_or(""),
+                "readiness changed"
+            );
+        }
+    }
+}
+
+async fn handle(
+    report: Arc<Mutex<StatusReport>>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let respond = |status: StatusCode, content_type: &str, body: Vec<u8>| {
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            b"only GET is supported\n".to_vec(),
+        );
+        r.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
+    }
+    match req.uri().path() {
+        "/status" => {
+            let body = {
+                let report = report.lock().unwrap_or_else(|e| e.into_inner());
+                serde_json::to_vec_pretty(&*report).unwrap_or_default()
+            };
+            respond(StatusCode::OK, "application/json", body)
+        }
+        "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        "/readyz" => {
+            let ready = report.lock().unwrap_or_else(|e| e.into_inner()).reconciled;
+            if ready {
+                respond(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    b"not reconciled yet\n".to_vec(),
+                )
+            }
+        }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"not found: try /status, /healthz or /readyz\n".to_vec(),
+        ),
+    }
+}
+
+/// Run the standalone provisioner until `shutdown` is cancelled.
+pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.contracts_dir).with_context(|| {
+        format!(
+            "cannot create the contracts directory {}",
+            args.contracts_dir.display()
+        )
+    })?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, contracts = %args.contracts_dir.display(), "provisioner started (standalone)");
+    let report = Arc::new(Mutex::new(StatusReport::default()));
+    let server = {
+        let report = report.clone();
+        tokio::spawn(dispatcher::server::serve(
+            "status",
+            listener,
+            move |req| handle(report.clone(), req),
+            shutdown.clone(),
+            Duration::from_secs(2),
+        ))
+    };
+    let kafka_defaults = channel_kafka::config::Defaults {
+        bootstrap_servers: args
+            .bootstrap_servers
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+    };
+    let mut reconciler = Reconciler {
+        provisioner: Provisioner::new(
+            kafka_defaults,
+            args.nats.options("provisioner"),
+            args.provision_timeout,
+        ),
+        tracker: Tracker::new(Schedule {
+            min_backoff: Duration::from_millis(500),
+            max_backoff: args.max_backoff,
+            resync: args.resync_interval,
+        }),
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        fingerprint: None,
+        manifests: None,
+        last_error: None,
+        written: read_contracts(&args.contracts_dir),
+        report,
+        args,
+    };
+    let mut tick = tokio::time::interval(reconciler.args.watch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => reconciler.reconcile().await,
+        }
+    }
+    let _ = server.await;
+    tracing::info!("provisioner stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_urls_parse_with_clear_errors() {
+        let (b, u) = parse_backend_url("kafka=http://k:9091").unwrap();
+        assert_eq!(b, BackendKind::Kafka);
+        assert_eq!(u.as_str(), "http://k:9091/");
+        assert!(parse_backend_url("http://k:9091")
+            .unwrap_err()
+            .contains("BACKEND=URL"));
+        assert!(parse_backend_url("redis=http://k/")
+            .unwrap_err()
+            .contains("unknown backend"));
+        assert!(parse_backend_url("nats=ftp://k/")
+            .unwrap_err()
+            .contains("http"));
+    }
+
+    #[test]
+    fn contracts_are_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = contract_path(dir.path(), BackendKind::Nats);
+        let mut c = Contract {
+            generation: 1,
+            backend: Some(BackendKind::Nats),
+            channels: Vec::new(),
+        };
+        write_atomically(&path, &c).unwrap();
+        c.generation = 2;
+        write_atomically(&path, &c).unwrap();
+        let back = read_contracts(dir.path());
+        assert_eq!(back[&BackendKind::Nats].generation, 2);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["nats.json".to_owned()],
+            "no temporary left behind"
+        );
+    }
+}

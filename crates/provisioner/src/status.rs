@@ -1,0 +1,589 @@
+//! Knative status, computed from the plan and what was observed.
+//!
+//! The shapes follow the Knative control-plane spec: a Channel reports
+//! `address.url`, `subscribers[]` (uid, observedGeneration, ready, message),
+//! `deadLetterSinkUri` and conditions; a Subscription reports
+//! `physicalSubscription` (the resolved subscriber, reply and dead-letter
+//! URIs) and conditions. `Ready` is the conjunction of the other conditions,
+//! and carries the reason and message of the first that is not `True`.
+//!
+//! Channel conditions:
+//! * `Addressable`: the channel has an address.
+//! * `BackendProvisioned`: its topic or stream exists with the class's
+//!   parameters (reasons `TopicReady`, `StreamReady`, `BufferReady`, or the
+//!   failure, e.g. `BrokerUnavailable`).
+//! * `DispatcherReady`: the backend's dispatcher applied a contract at least
+//!   as new as the one listing the channel, and serves it.
+//!
+//! Subscription conditions: `ChannelReady`, `Resolved` (every reference
+//! resolved), `AddedToChannel` (the dispatcher runs it), `Ready`.
+
+use crate::reconcile::{channel_key, ChannelKey, Plan, PlannedChannel};
+use channel_core::compile::Problem;
+use channel_core::BackendKind;
+use dispatcher::dataplane::Status as DispatcherStatus;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `True`, `False` or `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: ConditionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+impl Condition {
+    fn new(type_: &str, status: ConditionStatus, reason: &str, message: String) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status,
+            reason: (!reason.is_empty()).then(|| reason.to_owned()),
+            message: (!message.is_empty()).then_some(message),
+            last_transition_time: None,
+        }
+    }
+
+    fn ready(type_: &str, reason: &str) -> Condition {
+        Condition::new(type_, ConditionStatus::True, reason, String::new())
+    }
+}
+
+/// `Ready` from the other conditions: `True` when all are, else the first
+/// `False`, else the first `Unknown`.
+fn summarize(conditions: &mut Vec<Condition>) {
+    let worst = conditions
+        .iter()
+        .find(|c| c.status == ConditionStatus::False)
+        .or_else(|| {
+            conditions
+                .iter()
+                .find(|c| c.status == ConditionStatus::Unknown)
+        })
+        .cloned();
+    let ready = match worst {
+        Some(c) => Condition {
+            type_: "Ready".into(),
+            ..c
+        },
+        None => Condition::ready("Ready", ""),
+    };
+    conditions.insert(0, ready);
+}
+
+/// `status.address`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addressable {
+    pub url: String,
+}
+
+/// One entry of a channel's `status.subscribers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriberStatus {
+    pub uid: String,
+    pub observed_generation: i64,
+    pub ready: ConditionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A channel's `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Addressable>,
+    #[serde(default)]
+    pub subscribers: Vec<SubscriberStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_sink_uri: Option<String>,
+}
+
+/// A subscription's `status.physicalSubscription`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PhysicalSubscription {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_sink_uri: Option<String>,
+}
+
+/// A subscription's `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    pub conditions: Vec<Condition>,
+    pub physical_subscription: PhysicalSubscription,
+}
+
+/// The status of one resource, with the summary `provisioner status` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The backend serving a channel (or the channel of a subscription).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    pub ready: ConditionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// A channel's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub status: serde_json::Value,
+}
+
+/// Whether a channel's backing resource (topic, stream) is in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provisioning {
+    /// Provisioned; the detail names the resource.
+    Ready { reason: String, message: String },
+    /// Not yet attempted.
+    Pending,
+    /// The last attempt failed.
+    Failed { reason: String, message: String },
+}
+
+/// What the control plane observed of a backend's dispatcher.
+#[derive(Debug, Clone)]
+pub enum DispatcherObservation {
+    /// No admin URL is configured for the backend.
+    Unconfigured,
+    /// Its admin endpoint did not answer.
+    Unreachable(String),
+    /// Its `/status`.
+    Report(Box<DispatcherStatus>),
+}
+
+/// Everything status depends on besides the plan.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    pub provisioning: BTreeMap<ChannelKey, Provisioning>,
+    /// Channels listed in the contract last written for their backend.
+    pub in_contract: BTreeMap<ChannelKey, bool>,
+    /// The generation of the contract last written, per backend.
+    pub generations: BTreeMap<BackendKind, u64>,
+    pub dispatchers: BTreeMap<BackendKind, DispatcherObservation>,
+}
+
+/// Compute the status of every channel and subscription: planned ones and
+/// the ones that could not be planned.
+pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
+    let mut out = Vec::new();
+    let mut channel_ready: BTreeMap<(String, String), (ConditionStatus, String)> = BTreeMap::new();
+    for channel in &plan.channels {
+        let (resource, ready) = channel_status(channel, obs);
+        let c = &channel.contract;
+        // A Channel and its concrete channel share a name: either not ready
+        // makes subscriptions wait.
+        channel_ready
+            .entry((c.namespace.clone(), c.name.clone()))
+            .and_modify(|r| {
+                if ready.0 != ConditionStatus::True {
+                    *r = ready.clone();
+                }
+            })
+            .or_insert(ready);
+        out.push(resource);
+    }
+    for channel in &plan.channels {
+        for sub in subscription_statuses(channel, obs, &channel_ready) {
+            out.push(sub);
+        }
+    }
+    for problem in &plan.problems {
+        out.push(problem_status(problem));
+    }
+    out.sort_by(|a, b| {
+        (kind_order(&a.kind), &a.namespace, &a.name).cmp(&(
+            kind_order(&b.kind),
+            &b.namespace,
+            &b.name,
+        ))
+    });
+    out
+}
+
+fn kind_order(kind: &str) -> (u8, &str) {
+    (u8::from(kind == "Subscription"), kind)
+}
+
+fn dispatcher_condition<'a>(
+    channel: &PlannedChannel,
+    obs: &'a Observations,
+) -> (Condition, Option<&'a dispatcher::dataplane::ChannelStatus>) {
+    let c = &channel.contract;
+    let key = channel_key(c);
+    if !obs.in_contract.get(&key).copied().unwrap_or(false) {
+        return (
+            Condition::new(
+                "DispatcherReady",
+                ConditionStatus::Unknown,
+                "NotInContract",
+                format!(
+                    "the {} dispatcher is told about the channel once its backing resource is provisioned",
+                    c.backend
+                ),
+            ),
+            None,
+        );
+    }
+    let wanted = obs.generations.get(&c.backend).copied().unwrap_or(0);
+    match obs.dispatchers.get(&c.backend) {
+        None | Some(DispatcherObservation::Unconfigured) => (
+            Condition::new(
+                "DispatcherReady",
+                ConditionStatus::Unknown,
+                "DispatcherUnknown",
+                format!(
+                    "no admin URL is configured for the {} dispatcher (class spec.dispatcher.adminUrl or --dispatcher-admin)",
+                    c.backend
+                ),
+            ),
+            None,
+        ),
+        Some(DispatcherObservation::Unreachable(e)) => (
+            Condition::new(
+                "DispatcherReady",
+                ConditionStatus::False,
+                "DispatcherUnreachable",
+                format!("the {} dispatcher does not answer: {e}", c.backend),
+            ),
+            None,
+        ),
+        Some(DispatcherObservation::Report(report)) => {
+            let applied = report.generation.unwrap_or(0);
+            if applied < wanted {
+                return (
+                    Condition::new(
+                        "DispatcherReady",
+                        ConditionStatus::Unknown,
+                        "ContractNotApplied",
+                        format!(
+                            "the {} dispatcher applied contract generation {applied}, waiting for {wanted}",
+                            c.backend
+                        ),
+                    ),
+                    None,
+                );
+            }
+            let served = report
+                .channels
+                .iter()
+                .find(|s| s.namespace == c.namespace && s.name == c.name && s.uid == c.uid);
+            match served {
+                None => (
+                    Condition::new(
+                        "DispatcherReady",
+                        ConditionStatus::False,
+                        "ChannelNotServed",
+                        format!(
+                            "the {} dispatcher applied generation {applied} but does not serve the channel{}",
+                            c.backend,
+                            report
+                                .last_error
+                                .as_ref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ),
+                    ),
+                    None,
+                ),
+                Some(s) if !s.ready => (
+                    Condition::new(
+                        "DispatcherReady",
+                        ConditionStatus::False,
+                        "DispatcherNotReady",
+                        s.message.clone().unwrap_or_else(|| "not ready".into()),
+                    ),
+                    Some(s),
+                ),
+                Some(s) => (Condition::ready("DispatcherReady", "DispatcherReady"), Some(s)),
+            }
+        }
+    }
+}
+
+fn channel_status(
+    channel: &PlannedChannel,
+    obs: &Observations,
+) -> (ResourceStatus, (ConditionStatus, String)) {
+    let c = &channel.contract;
+    let key = channel_key(c);
+    let mut conditions = vec![Condition::ready("Addressable", "Addressable")];
+    conditions.push(match obs.provisioning.get(&key) {
+        Some(Provisioning::Ready { reason, message }) => Condition::new(
+            "BackendProvisioned",
+            ConditionStatus::True,
+            reason,
+            message.clone(),
+        ),
+        None | Some(Provisioning::Pending) => Condition::new(
+            "BackendProvisioned",
+            ConditionStatus::Unknown,
+            "Provisioning",
+            format!("provisioning on {}", c.backend),
+        ),
+        Some(Provisioning::Failed { reason, message }) => Condition::new(
+            "BackendProvisioned",
+            ConditionStatus::False,
+            reason,
+            message.clone(),
+        ),
+    });
+    let (dispatcher, served) = dispatcher_condition(channel, obs);
+    conditions.push(dispatcher);
+    if let Some(rejected) = &channel.rejected {
+        conditions.push(Condition::new(
+            "SpecAccepted",
+            ConditionStatus::False,
+            &rejected.reason,
+            rejected.message.clone(),
+        ));
+    }
+    summarize(&mut conditions);
+    let subscribers = c
+        .subscriptions
+        .iter()
+        .map(|s| {
+            let seen = served.and_then(|ch| ch.subscriptions.iter().find(|x| x.uid == s.uid));
+            match seen {
+                Some(x) => SubscriberStatus {
+                    uid: s.uid.clone(),
+                    observed_generation: x.generation,
+                    ready: if x.ready {
+                        ConditionStatus::True
+                    } else {
+                        ConditionStatus::False
+                    },
+                    message: x.message.clone(),
+                },
+                None => SubscriberStatus {
+                    uid: s.uid.clone(),
+                    observed_generation: 0,
+                    ready: ConditionStatus::Unknown,
+                    message: Some("not yet running in the dispatcher".into()),
+                },
+            }
+        })
+        .collect();
+    let status = ChannelStatus {
+        observed_generation: None,
+        address: Some(Addressable {
+            url: channel.address.clone(),
+        }),
+        subscribers,
+        dead_letter_sink_uri: channel.dead_letter_sink.as_ref().map(|u| u.to_string()),
+        conditions,
+    };
+    let ready = &status.conditions[0];
+    let summary = (
+        ready.status,
+        ready
+            .message
+            .clone()
+            .or_else(|| ready.reason.clone())
+            .unwrap_or_default(),
+    );
+    let resource = ResourceStatus {
+        kind: c.kind.clone(),
+        namespace: c.namespace.clone(),
+        name: c.name.clone(),
+        backend: Some(c.backend),
+        ready: ready.status,
+        reason: ready.reason.clone(),
+        message: ready.message.clone(),
+        url: Some(channel.address.clone()),
+        status: serde_json::to_value(&status).unwrap_or_default(),
+    };
+    (resource, summary)
+}
+
+fn subscription_statuses(
+    channel: &PlannedChannel,
+    obs: &Observations,
+    channel_ready: &BTreeMap<(String, String), (ConditionStatus, String)>,
+) -> Vec<ResourceStatus> {
+    let c = &channel.contract;
+    let (_, served) = dispatcher_condition(channel, obs);
+    let (ch_status, ch_message) = channel_ready
+        .get(&(c.namespace.clone(), c.name.clone()))
+        .cloned()
+        .unwrap_or((ConditionStatus::Unknown, String::new()));
+    c.subscriptions
+        .iter()
+        .map(|s| {
+            let mut conditions = vec![if ch_status == ConditionStatus::True {
+                Condition::ready("ChannelReady", "ChannelReady")
+            } else {
+                Condition::new(
+                    "ChannelReady",
+                    ch_status,
+                    "ChannelNotReady",
+                    format!("{} {}/{}: {ch_message}", c.kind, c.namespace, c.name),
+                )
+            }];
+            conditions.push(Condition::ready("Resolved", "Resolved"));
+            let seen = served.and_then(|ch| ch.subscriptions.iter().find(|x| x.uid == s.uid));
+            conditions.push(match seen {
+                Some(x) if x.ready && x.generation >= s.generation => {
+                    Condition::ready("AddedToChannel", "SubscriberReady")
+                }
+                Some(x) if !x.ready => Condition::new(
+                    "AddedToChannel",
+                    ConditionStatus::False,
+                    "SubscriberNotReady",
+                    x.message.clone().unwrap_or_default(),
+                ),
+                _ => Condition::new(
+                    "AddedToChannel",
+                    ConditionStatus::Unknown,
+                    "SubscriberNotRunning",
+                    format!(
+                        "waiting for the {} dispatcher to run generation {}",
+                        c.backend, s.generation
+                    ),
+                ),
+            });
+            summarize(&mut conditions);
+            let status = SubscriptionStatus {
+                observed_generation: Some(s.generation),
+                physical_subscription: PhysicalSubscription {
+                    subscriber_uri: s.subscriber.as_ref().map(|u| u.to_string()),
+                    reply_uri: s.reply.as_ref().map(|u| u.to_string()),
+                    dead_letter_sink_uri: s.dead_letter.as_ref().map(|u| u.to_string()),
+                },
+                conditions,
+            };
+            let ready = &status.conditions[0];
+            ResourceStatus {
+                kind: "Subscription".into(),
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                backend: Some(c.backend),
+                ready: ready.status,
+                reason: ready.reason.clone(),
+                message: ready.message.clone(),
+                url: None,
+                status: serde_json::to_value(&status).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn problem_status(p: &Problem) -> ResourceStatus {
+    let condition = Condition::new(
+        "Ready",
+        ConditionStatus::False,
+        &p.reason,
+        p.message.clone(),
+    );
+    let status = if p.kind == "Subscription" {
+        let mut conditions = vec![Condition::new(
+            "Resolved",
+            ConditionStatus::False,
+            &p.reason,
+            p.message.clone(),
+        )];
+        summarize(&mut conditions);
+        serde_json::to_value(SubscriptionStatus {
+            conditions,
+            ..SubscriptionStatus::default()
+        })
+    } else {
+        serde_json::to_value(ChannelStatus {
+            conditions: vec![condition.clone()],
+            ..ChannelStatus::default()
+        })
+    };
+    ResourceStatus {
+        kind: p.kind.clone(),
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        backend: None,
+        ready: ConditionStatus::False,
+        reason: condition.reason,
+        message: condition.message,
+        url: None,
+        status: status.unwrap_or_default(),
+    }
+}
+
+/// Carry `lastTransitionTime` over from `old` where a condition kept its
+/// status, and stamp `now` where it changed.
+pub fn stamp_transitions(old: &[ResourceStatus], new: &mut [ResourceStatus], now: &str) {
+    for resource in new.iter_mut() {
+        let before = old.iter().find(|o| {
+            o.kind == resource.kind && o.namespace == resource.namespace && o.name == resource.name
+        });
+        let old_conditions: Vec<Condition> = before
+            .and_then(|b| b.status.get("conditions").cloned())
+            .and_then(|c| serde_json::from_value(c).ok())
+            .unwrap_or_default();
+        let Some(conditions) = resource
+            .status
+            .get_mut("conditions")
+            .and_then(|c| c.as_array_mut())
+        else {
+            continue;
+        };
+        for condition in conditions.iter_mut() {
+            let type_ = condition.get("type").and_then(|t| t.as_str()).unwrap_or("");
+            let status = condition
+                .get("status")
+                .and_then(|t| t.as_str())
+                .unwrap_or("");
+            let kept = old_conditions
+                .iter()
+                .find(|o| o.type_ == type_ && o.status.as_str() == status)
+                .and_then(|o| o.last_transition_time.clone());
+            if let Some(obj) = condition.as_object_mut() {
+                obj.insert(
+                    "lastTransitionTime".into(),
+                    serde_json::Value::String(kept.unwrap_or_else(|| now.to_owned())),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! `provisioner status`: the status server's report as a `kubectl get`-style
+//! table.
+
+use crate::standalone::StatusReport;
+use crate::status::ResourceStatus;
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+use url::Url;
+
+/// Output formats of `provisioner status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Output {
+    /// A table: KIND NAMESPACE NAME READY REASON URL.
+    #[default]
+    Table,
+    /// The server's JSON document.
+    Json,
+}
+
+/// `provisioner status`: print the status of every channel and subscription.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Base URL of the provisioner's status server.
+    #[arg(
+        long,
+        env = "KN_PROVISIONER_URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    pub url: Url,
+
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Render resources as a table with aligned columns.
+pub fn render(resources: &[ResourceStatus]) -> String {
+    let header = ["KIND", "NAMESPACE", "NAME", "READY", "REASON", "URL"];
+    let rows: Vec<[String; 6]> = resources
+        .iter()
+        .map(|r| {
+            [
+                r.kind.clone(),
+                r.namespace.clone(),
+                r.name.clone(),
+                r.ready.as_str().to_owned(),
+                r.reason.clone().unwrap_or_default(),
+                r.url.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// Fetch the report from a running provisioner.
+pub async fn fetch(url: &Url) -> anyhow::Result<StatusReport> {
+    let uri = url.join("status").context("building the status URL")?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let request = http::Request::get(uri.as_str()).body(Empty::new())?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .with_context(|| format!("GET {uri}: no answer within 10s"))?
+        .with_context(|| format!("GET {uri}: is the provisioner running?"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(status.is_success(), "GET {uri}: {status}");
+    serde_json::from_slice(&body).with_context(|| format!("GET {uri}: not a provisioner status"))
+}
+
+/// Run `provisioner status`.
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let mut base = args.url.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    let report = fetch(&base).await?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => {
+            print!("{}", render(&report.resources));
+            if let Some(e) = &report.last_error {
+                eprintln!("\nmanifests: {e}");
+            }
+            for d in &report.pending_deletions {
+                eprintln!(
+                    "deletion pending: {} {}/{}{}",
+                    d.kind,
+                    d.namespace,
+                    d.name,
+                    d.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            if !report.reconciled {
+                eprintln!("(the provisioner has not completed a reconcile yet)");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::ConditionStatus;
+
+    #[test]
+    fn columns_align_and_empty_cells_stay_empty() {
+        let r = |kind: &str, name: &str, ready, reason: Option<&str>, url: Option<&str>| {
+            ResourceStatus {
+                kind: kind.into(),
+                namespace: "default".into(),
+                name: name.into(),
+                backend: None,
+                ready,
+                reason: reason.map(Into::into),
+                message: None,
+                url: url.map(Into::into),
+                status: serde_json::Value::Null,
+            }
+        };
+        let table = render(&[
+            r(
+                "Channel",
+                "orders",
+                ConditionStatus::True,
+                None,
+                Some("http://d/default/orders"),
+            ),
+            r(
+                "Subscription",
+                "audit",
+                ConditionStatus::False,
+                Some("ChannelNotFound"),
+                None,
+            ),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("KIND           NAMESPACE   NAME     READY   REASON"));
+        let url_col = lines[0].find("URL").unwrap();
+        assert_eq!(&lines[1][url_col..], "http://d/default/orders");
+        assert!(lines[2].contains("False   ChannelNotFound"));
+        assert!(!lines[2].ends_with(' '));
+    }
+}
