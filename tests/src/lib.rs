@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub mod kafka;
 pub mod nats;
+pub mod provisioner;
 
 /// Build `bin` of `package` once per test process (cached per binary) and
 /// return its path. Building from the test keeps `cargo test` self-contained.
@@ -159,6 +160,8 @@ pub struct Dispatcher {
     /// Every flag after the listen addresses (backend flags and extras).
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Follow this contract file instead of the manifests directory.
+    contract: Option<PathBuf>,
 }
 
 impl Dispatcher {
@@ -245,6 +248,33 @@ impl Dispatcher {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            contract: None,
+        };
+        d.spawn_process();
+        d
+    }
+
+    /// Spawn `binary` following the contract file `contract` (written by a
+    /// provisioner) with `args`, on the given addresses, without waiting
+    /// for readiness.
+    pub fn launch_on_contract(
+        binary: PathBuf,
+        args: Vec<String>,
+        contract: PathBuf,
+        ingress: SocketAddr,
+        admin: SocketAddr,
+    ) -> Dispatcher {
+        let mut d = Dispatcher {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            ingress,
+            admin,
+            client: HttpClient::new(),
+            prefix: String::new(),
+            binary,
+            args,
+            env: Vec::new(),
+            contract: Some(contract),
         };
         d.spawn_process();
         d
@@ -256,9 +286,12 @@ impl Dispatcher {
             .append(true)
             .open(self.dir.path().join("dispatcher.log"))
             .expect("log file");
+        let source = match &self.contract {
+            Some(file) => ["--contract".into(), file.clone()],
+            None => ["--manifests".into(), self.dir.path().join("manifests")],
+        };
         let child = Command::new(&self.binary)
-            .arg("--manifests")
-            .arg(self.dir.path().join("manifests"))
+            .args(source)
             .args([
                 "--listen",
                 &self.ingress.to_string(),
