@@ -126,7 +126,7 @@ fn the_example_manifests_compile_to_one_channel_per_backend() {
         .expect("the provisioner mounts the example manifests");
     let host = mount.split(':').next().unwrap_or_default();
     let dir = root().join("deploy").join(host);
-    let manifests = load_paths(&[dir.clone()]).expect("example manifests load");
+    let manifests = load_paths(std::slice::from_ref(&dir)).expect("example manifests load");
     assert!(manifests.warnings.is_empty(), "{:?}", manifests.warnings);
     let compiled = compile(&manifests);
     assert!(compiled.problems.is_empty(), "{:#?}", compiled.problems);
