@@ -194,3 +194,105 @@ async fn removing_a_slow_subscription_drains_it_without_blocking_the_admin_serve
         "in-flight deliveries finished"
     );
 }
+
+/// The in-memory contract compiled from `yaml`, numbered `generation`.
+fn contract_json(yaml: &str, generation: u64) -> String {
+    let manifests = channel_core::manifests::load_str("test.yaml", yaml).expect("manifests");
+    let compiled = channel_core::compile::compile(&manifests);
+    let mut contract = compiled
+        .contracts
+        .get(&channel_core::BackendKind::InMemory)
+        .cloned()
+        .unwrap_or_default();
+    contract.generation = generation;
+    contract.backend = Some(channel_core::BackendKind::InMemory);
+    contract.to_json_pretty()
+}
+
+/// Follows a contract file mounted the way kubelet mounts a ConfigMap
+/// (`inmemory.json -> ..data/inmemory.json`, `..data -> ..<timestamp>/`,
+/// updated by swapping the `..data` symlink), and one replaced by rename.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_file_is_followed_through_configmap_symlink_swaps_and_renames() {
+    use std::os::unix::fs::symlink;
+    let first = Sink::accepting().await;
+    let second = Sink::accepting().await;
+    let mount = tempfile::tempdir().expect("tempdir");
+    let write_version = |name: &str, json: &str| {
+        let dir = mount.path().join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("inmemory.json"), json).expect("write");
+    };
+    write_version(
+        "..2026_01_01_00_00_00.1",
+        &contract_json(&channel_yaml("c", &[("s", &first.url(), "")]), 1),
+    );
+    symlink("..2026_01_01_00_00_00.1", mount.path().join("..data")).expect("symlink");
+    symlink("..data/inmemory.json", mount.path().join("inmemory.json")).expect("symlink");
+
+    let binary = tests::bin_dir().join("inmemory-dispatcher");
+    let addr = || -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", tests::free_port())
+            .parse()
+            .expect("addr")
+    };
+    let d = Dispatcher::launch_on_contract(
+        binary,
+        Vec::new(),
+        mount.path().join("inmemory.json"),
+        addr(),
+        addr(),
+    );
+    d.wait_ready().await;
+    assert_eq!(d.generation().await, 1);
+    let post = |id: &'static str| {
+        let client = d.client();
+        let url = d.url("/default/c");
+        async move { client.post_binary(&url, &event(id)).await.0 }
+    };
+    assert_eq!(post("one").await, StatusCode::ACCEPTED);
+    first.wait_for(1, WAIT).await;
+
+    // kubelet's update: a new timestamped directory, then an atomic swap
+    // of `..data` (a new symlink renamed over the old one).
+    write_version(
+        "..2026_01_01_00_01_00.2",
+        &contract_json(&channel_yaml("c", &[("s", &second.url(), "")]), 2),
+    );
+    symlink("..2026_01_01_00_01_00.2", mount.path().join("..data_tmp")).expect("symlink");
+    std::fs::rename(mount.path().join("..data_tmp"), mount.path().join("..data")).expect("swap");
+    std::fs::remove_dir_all(mount.path().join("..2026_01_01_00_00_00.1")).expect("cleanup");
+    let deadline = std::time::Instant::now() + WAIT;
+    while d.generation().await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "symlink swap not applied; log:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post("two").await, StatusCode::ACCEPTED);
+    assert_eq!(second.wait_for(1, WAIT).await[0].id(), "two");
+
+    // A writer replacing the file by rename (the standalone provisioner).
+    let file = mount.path().join("inmemory.json");
+    let tmp = mount.path().join(".inmemory.json.tmp");
+    std::fs::write(
+        &tmp,
+        contract_json(&channel_yaml("c", &[("s", &first.url(), "")]), 3),
+    )
+    .expect("write");
+    std::fs::rename(&tmp, &file).expect("rename");
+    let deadline = std::time::Instant::now() + WAIT;
+    while d.generation().await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rename not applied; log:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post("three").await, StatusCode::ACCEPTED);
+    assert!(tests::eventually(WAIT, || first.ids().contains(&"three".to_owned())).await);
+    assert!(!second.ids().contains(&"three".to_owned()));
+}
