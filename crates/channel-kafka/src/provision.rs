@@ -12,7 +12,10 @@ use crate::config::KafkaParams;
 use crate::consumer::TracingContext;
 use channel_core::backend::{BackendError, BackendErrorKind};
 use channel_core::ChannelContract;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +96,7 @@ pub async fn ensure_topic(
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 grow_partitions(admin, topic, params.num_partitions).await?;
+                align_retention(admin, topic, &retention).await?;
             }
             Err((_, code)) => {
                 let kind = match code {
@@ -111,6 +115,69 @@ pub async fn ensure_topic(
             }
         }
     }
+    Ok(())
+}
+
+/// Set an existing topic's `retention.ms` to `wanted` when it differs.
+///
+/// Kafka's AlterConfigs (the API rdkafka offers) replaces a topic's whole
+/// set of dynamic configs, so every config set on the topic is read first
+/// and written back with the new retention: settings an operator made by
+/// hand survive. A broker that does not implement DescribeConfigs leaves
+/// the retention as it is (logged), since the topic itself is usable.
+async fn align_retention(admin: &Admin, topic: &str, wanted: &str) -> Result<(), BackendError> {
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options())
+        .await;
+    let resource = match described.map(|mut r| r.pop()) {
+        Ok(Some(Ok(resource))) => resource,
+        Ok(Some(Err(code))) => {
+            tracing::warn!(topic, error = %code, "cannot read the topic's configs; retention left as it is");
+            return Ok(());
+        }
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(backend_error(&format!("reading configs of {topic}"), e)),
+    };
+    let current = resource
+        .get("retention.ms")
+        .and_then(|e| e.value.as_deref());
+    if current == Some(wanted) {
+        return Ok(());
+    }
+    let kept: Vec<(String, String)> = resource
+        .entries
+        .iter()
+        .filter(|e| matches!(e.source, ConfigSource::DynamicTopic) && e.name != "retention.ms")
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("retention.ms", wanted);
+    for (name, value) in &kept {
+        alter = alter.set(name, value);
+    }
+    let results = admin
+        .alter_configs([&alter], &options())
+        .await
+        .map_err(|e| backend_error(&format!("changing the retention of {topic}"), e))?;
+    for result in results {
+        if let Err((_, code)) = result {
+            let kind = match code {
+                RDKafkaErrorCode::InvalidConfig
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::TopicAuthorizationFailed => BackendErrorKind::Invalid,
+                _ => BackendErrorKind::Unavailable,
+            };
+            return Err(BackendError::new(
+                kind,
+                format!("changing the retention of {topic} to {wanted} ms: {code}"),
+            ));
+        }
+    }
+    tracing::info!(
+        topic,
+        from = current.unwrap_or("default"),
+        to = wanted,
+        "topic retention changed"
+    );
     Ok(())
 }
 
