@@ -118,13 +118,26 @@ pub async fn ensure_topic(
     Ok(())
 }
 
+/// Whether the broker does not implement the admin request.
+pub fn is_unsupported(e: &KafkaError) -> bool {
+    let code = match e {
+        KafkaError::AdminOp(code) => Some(*code),
+        e => e.rdkafka_error_code(),
+    };
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion)
+    )
+}
+
 /// Set an existing topic's `retention.ms` to `wanted` when it differs.
 ///
 /// Kafka's AlterConfigs (the API rdkafka offers) replaces a topic's whole
 /// set of dynamic configs, so every config set on the topic is read first
 /// and written back with the new retention: settings an operator made by
-/// hand survive. A broker that does not implement DescribeConfigs leaves
-/// the retention as it is (logged), since the topic itself is usable.
+/// hand survive. A broker that does not implement DescribeConfigs or
+/// AlterConfigs leaves the retention as it is (logged): the topic itself is
+/// usable, and refusing to serve the channel would help no one.
 async fn align_retention(admin: &Admin, topic: &str, wanted: &str) -> Result<(), BackendError> {
     let described = admin
         .describe_configs([&ResourceSpecifier::Topic(topic)], &options())
@@ -154,10 +167,23 @@ async fn align_retention(admin: &Admin, topic: &str, wanted: &str) -> Result<(),
     for (name, value) in &kept {
         alter = alter.set(name, value);
     }
-    let results = admin
-        .alter_configs([&alter], &options())
-        .await
-        .map_err(|e| backend_error(&format!("changing the retention of {topic}"), e))?;
+    let results = match admin.alter_configs([&alter], &options()).await {
+        Ok(results) => results,
+        Err(e) if is_unsupported(&e) => {
+            tracing::warn!(
+                topic,
+                wanted_ms = wanted,
+                "the broker does not implement AlterConfigs; retention left as it is"
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(backend_error(
+                &format!("changing the retention of {topic}"),
+                e,
+            ))
+        }
+    };
     for result in results {
         if let Err((_, code)) = result {
             let kind = match code {
@@ -213,10 +239,22 @@ async fn grow_partitions(admin: &Admin, topic: &str, wanted: i32) -> Result<(), 
     if current >= wanted {
         return Ok(());
     }
-    let results = admin
+    let results = match admin
         .create_partitions([&NewPartitions::new(topic, wanted)], &options())
         .await
-        .map_err(|e| backend_error(&format!("adding partitions to {topic}"), e))?;
+    {
+        Ok(results) => results,
+        Err(e) if is_unsupported(&e) => {
+            tracing::warn!(
+                topic,
+                current,
+                wanted,
+                "the broker does not implement CreatePartitions; the topic keeps its partitions"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(backend_error(&format!("adding partitions to {topic}"), e)),
+    };
     for result in results {
         if let Err((_, code)) = result {
             return Err(BackendError::new(

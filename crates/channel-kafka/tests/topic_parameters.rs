@@ -80,17 +80,22 @@ async fn parameter_changes_reach_the_topic() {
         Some("3600000")
     );
 
-    // An operator's own setting on the topic.
+    // An operator's own setting on the topic. A broker without AlterConfigs
+    // (tansu 0.6) cannot change retention at all: then the channel must
+    // still be served, its retention left as it is.
     let hand = AlterConfig::new(ResourceSpecifier::Topic(TOPIC))
         .set("retention.ms", "3600000")
         .set("cleanup.policy", "delete");
-    admin
-        .alter_configs([&hand], &AdminOptions::new())
-        .await
-        .expect("alter")
-        .pop()
-        .expect("one result")
-        .expect("altered");
+    let alter_supported = match admin.alter_configs([&hand], &AdminOptions::new()).await {
+        Ok(mut results) => {
+            results.pop().expect("one result").expect("altered");
+            true
+        }
+        Err(e) => {
+            assert!(channel_kafka::provision::is_unsupported(&e), "{e}");
+            false
+        }
+    };
 
     backend
         .provision(&channel(
@@ -98,15 +103,27 @@ async fn parameter_changes_reach_the_topic() {
         ))
         .await
         .expect("updated");
-    assert_eq!(partitions(&t.bootstrap()), 3, "partitions grow");
-    assert_eq!(
-        config(&admin, "retention.ms").await.as_deref(),
-        Some("7200000")
-    );
-    assert_eq!(
-        config(&admin, "cleanup.policy").await.as_deref(),
-        Some("delete")
-    );
+    if alter_supported {
+        assert_eq!(partitions(&t.bootstrap()), 3, "partitions grow");
+        assert_eq!(
+            config(&admin, "retention.ms").await.as_deref(),
+            Some("7200000")
+        );
+        assert_eq!(
+            config(&admin, "cleanup.policy").await.as_deref(),
+            Some("delete")
+        );
+    } else {
+        assert_eq!(
+            config(&admin, "retention.ms").await.as_deref(),
+            Some("3600000")
+        );
+        // tansu 0.6 implements neither AlterConfigs nor CreatePartitions:
+        // the channel is still served, its topic unchanged.
+        assert_eq!(partitions(&t.bootstrap()), 1);
+        eprintln!("the broker has no AlterConfigs: topic changes not verified here");
+        return;
+    }
 
     // Fewer partitions cannot be had in Kafka: the topic keeps its three.
     backend
