@@ -263,6 +263,7 @@ async fn standalone_provisioner_runs_all_three_backends() {
     let out = provisioner.status_command(&[]);
     assert!(out.status.success(), "{out:?}");
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("provisioner status:\n{table}");
     let header = table.lines().next().unwrap_or_default();
     for column in ["KIND", "NAMESPACE", "NAME", "READY", "REASON", "URL"] {
         assert!(header.contains(column), "{table}");
