@@ -16,6 +16,7 @@ use url::Url;
 
 /// The backend drivers a class can select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     #[serde(rename = "inmemory")]

@@ -72,6 +72,7 @@ impl ObjectMeta {
 
 /// A reference to another object (Knative `KReference`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +89,7 @@ pub struct KReference {
 /// Where events go (Knative `duck/v1.Destination`): a reference, a URI, or
 /// a reference plus a URI relative to the reference's address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -103,6 +105,7 @@ pub struct Destination {
 
 /// Knative `DeliverySpec`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeliverySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,17 +210,23 @@ impl Destination {
 
 /// `spec.channelTemplate` of a Channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChannelTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::resources::free_form")
+    )]
     pub spec: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Reference to a `ClusterChannelProvisioner` (`spec.provisioner`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProvisionerRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,6 +238,7 @@ pub struct ProvisionerRef {
 
 /// `messaging.knative.dev/v1` `Channel` spec.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChannelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +249,10 @@ pub struct ChannelSpec {
     pub provisioner: Option<ProvisionerRef>,
     /// Written by Knative's controllers from Subscriptions; ignored here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::resources::any_value")
+    )]
     pub subscribers: Option<serde_json::Value>,
 }
 
@@ -310,6 +324,7 @@ pub struct ChannelResource {
 
 /// `messaging.knative.dev/v1` `Subscription` spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionSpec {
     pub channel: KReference,
@@ -366,6 +381,7 @@ impl Subscription {
 
 /// Where a class's dispatcher is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DispatcherRef {
     /// Base URL of the dispatcher's admin endpoint (for status probes).
@@ -378,10 +394,15 @@ pub struct DispatcherRef {
 
 /// `eventing.knative.dev/v1alpha1` `ClusterChannelProvisioner` spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProvisionerSpec {
     pub backend: BackendKind,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::resources::free_form")
+    )]
     pub parameters: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatcher: Option<DispatcherRef>,
@@ -469,4 +490,21 @@ mod tests {
         };
         assert!(d.validate("spec.subscriber").is_ok());
     }
+}
+
+/// The schema of a free-form object: any fields, kept as they are
+/// (`x-kubernetes-preserve-unknown-fields`), as Kubernetes' structural
+/// schemas require of maps without a fixed shape.
+#[cfg(feature = "schema")]
+pub fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// The schema of a value of any shape, kept as it is.
+#[cfg(feature = "schema")]
+pub fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
 }

@@ -32,6 +32,9 @@ enum Command {
     /// Print the status of every channel and subscription, from a running
     /// provisioner.
     Status(StatusArgs),
+    /// Print the CustomResourceDefinitions (YAML) of every resource the
+    /// channel layer serves, for `kubectl apply -f -`.
+    Crds,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +56,10 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Status(args) => runtime.block_on(provisioner::table::run(args)),
+        Command::Crds => {
+            print!("{}", provisioner::kubernetes::crd::crds_yaml()?);
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,5 @@
+//! The control plane on Kubernetes: CRDs generated from Rust types and a
+//! controller that reconciles Knative channels, subscriptions and classes
+//! through the same core as standalone mode.
+
+pub mod crd;
