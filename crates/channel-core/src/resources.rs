@@ -444,6 +444,23 @@ impl ClusterChannelProvisioner {
     }
 }
 
+/// The schema of a free-form object: any fields, kept as they are
+/// (`x-kubernetes-preserve-unknown-fields`), as Kubernetes' structural
+/// schemas require of maps without a fixed shape.
+#[cfg(feature = "schema")]
+pub fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// The schema of a value of any shape, kept as it is.
+#[cfg(feature = "schema")]
+pub fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,21 +507,4 @@ mod tests {
         };
         assert!(d.validate("spec.subscriber").is_ok());
     }
-}
-
-/// The schema of a free-form object: any fields, kept as they are
-/// (`x-kubernetes-preserve-unknown-fields`), as Kubernetes' structural
-/// schemas require of maps without a fixed shape.
-#[cfg(feature = "schema")]
-pub fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
-    })
-}
-
-/// The schema of a value of any shape, kept as it is.
-#[cfg(feature = "schema")]
-pub fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
 }
