@@ -17,6 +17,7 @@
 //!   writes one contract file per backend for the dispatchers; [`table`]
 //!   prints its status like `kubectl get`.
 
+pub mod cycle;
 pub mod kubernetes;
 pub mod provision;
 pub mod reconcile;

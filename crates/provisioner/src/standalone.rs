@@ -19,27 +19,24 @@
 //! provisioned; once in, it stays while it exists, whatever the broker does
 //! (a broker outage makes it not Ready, never unrouted).
 
+use crate::cycle::{as_base, http_client, poll_dispatchers, Cycle, HttpClient};
 use crate::provision::{Provisioner, Schedule, Tracker};
-use crate::reconcile::{channel_key, contracts_for, plan, Addressing, ChannelKey};
-use crate::status::{self, DispatcherObservation, Observations, Provisioning, ResourceStatus};
+use crate::reconcile::{channel_key, plan, Addressing, ChannelKey};
+use crate::status::{self, DispatcherObservation, Observations, ResourceStatus};
 use anyhow::Context as _;
 use bytes::Bytes;
 use channel_core::manifests::{load_paths, Manifests};
 use channel_core::{BackendKind, ChannelContract, Contract};
 use channel_nats::cli::NatsArgs;
-use dispatcher::dataplane::Status as DispatcherStatus;
 use dispatcher::source::{fingerprint, Fingerprint};
-use futures_util::future::join_all;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -219,45 +216,10 @@ fn read_contracts(dir: &Path) -> BTreeMap<BackendKind, Contract> {
     out
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
-
-/// Ask a dispatcher for its `/status`.
-async fn poll_dispatcher(client: &HttpClient, admin: &Url) -> DispatcherObservation {
-    let uri = match admin.join("status") {
-        Ok(u) => u.to_string(),
-        Err(e) => return DispatcherObservation::Unreachable(e.to_string()),
-    };
-    let request = match Request::get(&uri).body(Empty::new()) {
-        Ok(r) => r,
-        Err(e) => return DispatcherObservation::Unreachable(e.to_string()),
-    };
-    let answer = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!("GET {uri}: {status}"));
-        }
-        serde_json::from_slice::<DispatcherStatus>(&body)
-            .map_err(|e| format!("GET {uri}: not a dispatcher status: {e}"))
-    };
-    match tokio::time::timeout(Duration::from_secs(2), answer).await {
-        Ok(Ok(report)) => DispatcherObservation::Report(Box::new(report)),
-        Ok(Err(e)) => DispatcherObservation::Unreachable(e),
-        Err(_) => DispatcherObservation::Unreachable(format!("GET {uri}: no answer within 2s")),
-    }
-}
-
 /// The reconcile loop's state.
 struct Reconciler {
     args: StandaloneArgs,
-    provisioner: Provisioner,
-    tracker: Tracker,
+    cycle: Cycle,
     client: HttpClient,
     fingerprint: Option<Fingerprint>,
     manifests: Option<Manifests>,
@@ -290,14 +252,7 @@ impl Reconciler {
         for (backend, url) in flags {
             out.insert(*backend, url.clone());
         }
-        // `Url::join` replaces the last segment unless the base ends in '/'.
-        for url in out.values_mut() {
-            if !url.path().ends_with('/') {
-                let path = format!("{}/", url.path());
-                url.set_path(&path);
-            }
-        }
-        out
+        out.into_iter().map(|(b, u)| (b, as_base(u))).collect()
     }
 
     fn reload_if_changed(&mut self) {
@@ -354,56 +309,10 @@ impl Reconciler {
         let plan = plan(&manifests, &previous, &addressing);
 
         // 1. Provision what is due.
-        let now = Instant::now();
-        let due = self.tracker.due(
-            plan.channels
-                .iter()
-                .map(|c| (channel_key(&c.contract), &c.contract)),
-            now,
-        );
-        let provisioner = &self.provisioner;
-        let results = join_all(due.into_iter().map(|(key, contract)| async move {
-            let state = provisioner.provision(&contract).await;
-            (key, contract, state)
-        }))
-        .await;
-        for (key, contract, state) in results {
-            let before = self.tracker.get(&key).map(|t| t.state.clone());
-            match (&before, &state) {
-                (Some(Provisioning::Ready { .. }), Provisioning::Ready { .. }) => {}
-                (_, Provisioning::Ready { message, .. }) => {
-                    tracing::info!(channel = %contract.key(), backend = %contract.backend, resource = %message, "channel provisioned")
-                }
-                (_, Provisioning::Failed { reason, message }) => {
-                    tracing::warn!(channel = %contract.key(), backend = %contract.backend, reason = %reason, error = %message, "provisioning failed; retrying with backoff")
-                }
-                _ => {}
-            }
-            self.tracker.record(key, contract, state, now);
-        }
-        let wanted: Vec<ChannelKey> = plan
-            .channels
-            .iter()
-            .map(|c| channel_key(&c.contract))
-            .collect();
-        self.tracker.forget_except(&wanted, now);
-        for (key, contract) in &previous {
-            if !wanted.contains(key) {
-                self.tracker
-                    .delete_later(key.clone(), contract.clone(), now);
-            }
-        }
+        self.cycle.provision(&plan, &previous).await;
 
         // 2. Contracts: provisioned channels, and those already served.
-        let tracker = &self.tracker;
-        let per_backend = contracts_for(&plan, &BackendKind::ALL, |c| {
-            let key = channel_key(&c.contract);
-            previous.contains_key(&key)
-                || matches!(
-                    tracker.get(&key).map(|t| &t.state),
-                    Some(Provisioning::Ready { .. })
-                )
-        });
+        let per_backend = self.cycle.contracts(&plan, &previous);
         let mut in_contract = BTreeMap::new();
         for (backend, channels) in per_backend {
             for c in &channels {
@@ -437,33 +346,10 @@ impl Reconciler {
 
         // 3. Delete the resources of removed channels (after the dispatchers
         //    were told to stop serving them).
-        for (key, contract) in self.tracker.deletions_due(Instant::now()) {
-            let result = self.provisioner.deprovision(&contract).await;
-            match &result {
-                Ok(()) => {
-                    tracing::info!(channel = %contract.key(), backend = %contract.backend, "backing resource deleted")
-                }
-                Err(e) => {
-                    tracing::warn!(channel = %contract.key(), error = %e, "deletion failed; retrying with backoff")
-                }
-            }
-            self.tracker.deleted(&key, result, Instant::now());
-        }
+        self.cycle.delete_due().await;
 
         // 4. What the dispatchers applied.
-        let admins = self.dispatcher_urls(true);
-        let client = &self.client;
-        let polled = join_all(BackendKind::ALL.into_iter().map(|backend| {
-            let admin = admins.get(&backend).cloned();
-            async move {
-                let obs = match &admin {
-                    Some(url) => poll_dispatcher(client, url).await,
-                    None => DispatcherObservation::Unconfigured,
-                };
-                (backend, admin, obs)
-            }
-        }))
-        .await;
+        let polled = poll_dispatchers(&self.client, &self.dispatcher_urls(true)).await;
 
         // 5. Status.
         let mut obs = Observations {
@@ -475,12 +361,7 @@ impl Reconciler {
                 .collect(),
             ..Observations::default()
         };
-        for c in &plan.channels {
-            let key = channel_key(&c.contract);
-            if let Some(t) = self.tracker.get(&key) {
-                obs.provisioning.insert(key, t.state.clone());
-            }
-        }
+        obs.provisioning = self.cycle.provisioning(&plan);
         let mut dispatchers = BTreeMap::new();
         for (backend, admin, observation) in polled {
             let (applied, error) = match &observation {
@@ -509,6 +390,7 @@ impl Reconciler {
             dispatchers,
             resources,
             pending_deletions: self
+                .cycle
                 .tracker
                 .pending_deletions()
                 .into_iter()
@@ -641,17 +523,19 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
             .map(str::to_owned),
     };
     let mut reconciler = Reconciler {
-        provisioner: Provisioner::new(
-            kafka_defaults,
-            args.nats.options("provisioner"),
-            args.provision_timeout,
+        cycle: Cycle::new(
+            Provisioner::new(
+                kafka_defaults,
+                args.nats.options("provisioner"),
+                args.provision_timeout,
+            ),
+            Tracker::new(Schedule {
+                min_backoff: Duration::from_millis(500),
+                max_backoff: args.max_backoff,
+                resync: args.resync_interval,
+            }),
         ),
-        tracker: Tracker::new(Schedule {
-            min_backoff: Duration::from_millis(500),
-            max_backoff: args.max_backoff,
-            resync: args.resync_interval,
-        }),
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client: http_client(),
         fingerprint: None,
         manifests: None,
         last_error: None,

@@ -1,0 +1,200 @@
+//! The stateful half of a reconcile, shared by standalone mode and the
+//! Kubernetes controller: provision what is due, decide which channels each
+//! backend's contract lists, delete what is gone, and ask the dispatchers
+//! what they applied.
+
+use crate::provision::{Provisioner, Tracker};
+use crate::reconcile::{channel_key, contracts_for, ChannelKey, Plan};
+use crate::status::{DispatcherObservation, Provisioning};
+use bytes::Bytes;
+use channel_core::{BackendKind, ChannelContract};
+use dispatcher::dataplane::Status as DispatcherStatus;
+use futures_util::future::join_all;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Provisioning state carried from one reconcile to the next.
+#[derive(Debug)]
+pub struct Cycle {
+    pub provisioner: Provisioner,
+    pub tracker: Tracker,
+}
+
+impl Cycle {
+    pub fn new(provisioner: Provisioner, tracker: Tracker) -> Cycle {
+        Cycle {
+            provisioner,
+            tracker,
+        }
+    }
+
+    /// Provision the planned channels that are due (new, failed and backed
+    /// off, or due for verification), concurrently; schedule the deletion
+    /// of channels in `previous` that are no longer planned.
+    pub async fn provision(
+        &mut self,
+        plan: &Plan,
+        previous: &BTreeMap<ChannelKey, ChannelContract>,
+    ) {
+        let now = Instant::now();
+        let due = self.tracker.due(
+            plan.channels
+                .iter()
+                .map(|c| (channel_key(&c.contract), &c.contract)),
+            now,
+        );
+        let provisioner = &self.provisioner;
+        let results = join_all(due.into_iter().map(|(key, contract)| async move {
+            let state = provisioner.provision(&contract).await;
+            (key, contract, state)
+        }))
+        .await;
+        for (key, contract, state) in results {
+            let before = self.tracker.get(&key).map(|t| t.state.clone());
+            match (&before, &state) {
+                (Some(Provisioning::Ready { .. }), Provisioning::Ready { .. }) => {}
+                (_, Provisioning::Ready { message, .. }) => {
+                    tracing::info!(channel = %contract.key(), backend = %contract.backend, resource = %message, "channel provisioned")
+                }
+                (_, Provisioning::Failed { reason, message }) => {
+                    tracing::warn!(channel = %contract.key(), backend = %contract.backend, reason = %reason, error = %message, "provisioning failed; retrying with backoff")
+                }
+                _ => {}
+            }
+            self.tracker.record(key, contract, state, now);
+        }
+        let wanted: Vec<ChannelKey> = plan
+            .channels
+            .iter()
+            .map(|c| channel_key(&c.contract))
+            .collect();
+        self.tracker.forget_except(&wanted, now);
+        for (key, contract) in previous {
+            if !wanted.contains(key) {
+                self.tracker
+                    .delete_later(key.clone(), contract.clone(), now);
+            }
+        }
+    }
+
+    /// The channels each backend's contract lists: those provisioned, and
+    /// those already served (a broker outage never unroutes a channel).
+    pub fn contracts(
+        &self,
+        plan: &Plan,
+        previous: &BTreeMap<ChannelKey, ChannelContract>,
+    ) -> BTreeMap<BackendKind, Vec<ChannelContract>> {
+        contracts_for(plan, &BackendKind::ALL, |c| {
+            let key = channel_key(&c.contract);
+            previous.contains_key(&key)
+                || matches!(
+                    self.tracker.get(&key).map(|t| &t.state),
+                    Some(Provisioning::Ready { .. })
+                )
+        })
+    }
+
+    /// Delete the backing resources whose deletion is due (call after the
+    /// dispatchers were told to stop serving them). The keys deleted.
+    pub async fn delete_due(&mut self) -> Vec<ChannelKey> {
+        let mut deleted = Vec::new();
+        for (key, contract) in self.tracker.deletions_due(Instant::now()) {
+            let result = self.provisioner.deprovision(&contract).await;
+            match &result {
+                Ok(()) => {
+                    tracing::info!(channel = %contract.key(), backend = %contract.backend, "backing resource deleted");
+                    deleted.push(key.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %contract.key(), error = %e, "deletion failed; retrying with backoff")
+                }
+            }
+            self.tracker.deleted(&key, result, Instant::now());
+        }
+        deleted
+    }
+
+    /// The provisioning state of every planned channel.
+    pub fn provisioning(&self, plan: &Plan) -> BTreeMap<ChannelKey, Provisioning> {
+        plan.channels
+            .iter()
+            .filter_map(|c| {
+                let key = channel_key(&c.contract);
+                let state = self.tracker.get(&key)?.state.clone();
+                Some((key, state))
+            })
+            .collect()
+    }
+}
+
+/// An HTTP client for dispatcher admin endpoints.
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Ask a dispatcher for its `/status`.
+pub async fn poll_dispatcher(client: &HttpClient, admin: &Url) -> DispatcherObservation {
+    let uri = match admin.join("status") {
+        Ok(u) => u.to_string(),
+        Err(e) => return DispatcherObservation::Unreachable(e.to_string()),
+    };
+    let request = match Request::get(&uri).body(Empty::new()) {
+        Ok(r) => r,
+        Err(e) => return DispatcherObservation::Unreachable(e.to_string()),
+    };
+    let answer = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("GET {uri}: {status}"));
+        }
+        serde_json::from_slice::<DispatcherStatus>(&body)
+            .map_err(|e| format!("GET {uri}: not a dispatcher status: {e}"))
+    };
+    match tokio::time::timeout(Duration::from_secs(2), answer).await {
+        Ok(Ok(report)) => DispatcherObservation::Report(Box::new(report)),
+        Ok(Err(e)) => DispatcherObservation::Unreachable(e),
+        Err(_) => DispatcherObservation::Unreachable(format!("GET {uri}: no answer within 2s")),
+    }
+}
+
+/// Poll every backend's dispatcher that has an admin URL, concurrently.
+pub async fn poll_dispatchers(
+    client: &HttpClient,
+    admins: &BTreeMap<BackendKind, Url>,
+) -> Vec<(BackendKind, Option<Url>, DispatcherObservation)> {
+    join_all(BackendKind::ALL.into_iter().map(|backend| {
+        let admin = admins.get(&backend).cloned();
+        async move {
+            let obs = match &admin {
+                Some(url) => poll_dispatcher(client, url).await,
+                None => DispatcherObservation::Unconfigured,
+            };
+            (backend, admin, obs)
+        }
+    }))
+    .await
+}
+
+/// Make `Url::join` append to a base URL's path (it replaces the last
+/// segment unless the path ends in `/`).
+pub fn as_base(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
