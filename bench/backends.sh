@@ -11,6 +11,7 @@
 #   rss  dispatcher RSS idle and under the fixed-rate load
 #
 # Usage: bench/backends.sh nats|kafka [--duration 10s] [--rate 2000]
+#        (kafka: KAFKA_CLASS_CONFIG='key: value, ...' adds class config)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,7 +68,9 @@ case "$BACKEND" in
     # from inside a batch (docs/kafka.md). The bench's events have no
     # partition key: no sticky partitioning, so they spread over the
     # partitions per record like the raw producer's keyed records.
-    CLASS_YAML=$'apiVersion: eventing.knative.dev/v1alpha1\nkind: ClusterChannelProvisioner\nmetadata: {name: kafka, annotations: {eventing.knative.dev/is-default-provisioner: "true"}}\nspec: {backend: kafka, parameters: {numPartitions: 3, config: {batch.num.messages: 1, sticky.partitioning.linger.ms: 0}}}\n'
+    # KAFKA_CLASS_CONFIG adds librdkafka properties to the channel's class
+    # (YAML flow-map entries, e.g. 'fetch.wait.max.ms: 10').
+    CLASS_YAML=$'apiVersion: eventing.knative.dev/v1alpha1\nkind: ClusterChannelProvisioner\nmetadata: {name: kafka, annotations: {eventing.knative.dev/is-default-provisioner: "true"}}\nspec: {backend: kafka, parameters: {numPartitions: 3, config: {batch.num.messages: 1, sticky.partitioning.linger.ms: 0'"${KAFKA_CLASS_CONFIG:+, $KAFKA_CLASS_CONFIG}"$'}}}\n'
     RAW=(raw-kafka --bootstrap "$URL" --partitions 3 --producer-config batch.num.messages=1)
     ;;
   *) echo "backend must be nats or kafka" >&2; exit 2 ;;
