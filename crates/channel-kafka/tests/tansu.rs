@@ -353,7 +353,7 @@ fn assert_no_holes(name: &str, offsets: &BTreeMap<i32, Vec<i64>>) {
 /// hand-off queue of 16 records (the smallest) promptly, in order per
 /// partition, none lost. A correctness bound, not a benchmark: pausing the
 /// partitions whenever the queue filled made each refill wait for
-/// librdkafka's fetch backoff and took 80 s for this (2.6 s now).
+/// librdkafka's fetch backoff and took 50-80 s for this (about 2 s now).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_events_through_a_small_hand_off_queue_are_not_stalled() {
     const N: usize = 5000;
