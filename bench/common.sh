@@ -35,18 +35,19 @@ wait_http "http://127.0.0.1:$NGINX_PORT/" 10 || true
 SUB="http://127.0.0.1:$NGINX_PORT/"
 }
 
-manifests() { # channels subscriptions-per-channel subscriber-uri file
+manifests() { # channels subscriptions-per-channel subscriber-uri file [channel-name-prefix]
   python3 - "$@" <<'EOF'
 import sys
 channels, subs, uri, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+prefix = sys.argv[5] if len(sys.argv) > 5 else "bench"
 import os
 with open(path, "w") as f:
     f.write(os.environ.get("CLASS_YAML", ""))
     for c in range(channels):
-        f.write(f"---\napiVersion: messaging.knative.dev/v1\nkind: Channel\nmetadata: {{name: bench{c}, namespace: default}}\n")
+        f.write(f"---\napiVersion: messaging.knative.dev/v1\nkind: Channel\nmetadata: {{name: {prefix}{c}, namespace: default}}\n")
         for s in range(subs):
-            f.write(f"---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: bench{c}-s{s}, namespace: default}}\n"
-                    f"spec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: Channel, name: bench{c}}}\n  subscriber: {{uri: \"{uri}\"}}\n")
+            f.write(f"---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: {prefix}{c}-s{s}, namespace: default}}\n"
+                    f"spec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: Channel, name: {prefix}{c}}}\n  subscriber: {{uri: \"{uri}\"}}\n")
 EOF
 }
 

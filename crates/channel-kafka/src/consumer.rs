@@ -1,25 +1,40 @@
 //! One subscription's consumer: a consumer group member feeding a bounded
 //! delivery stream, committing only what is finished.
 //!
-//! A dedicated thread (the *pump*) owns the librdkafka consumer. It polls
-//! continuously — so the consumer never exceeds `max.poll.interval.ms`, even
-//! while a subscriber is slow or a retry chain is long — and hands decoded
-//! records to the [`Stream`] through a bounded queue. When the queue is full
-//! it pauses every assigned partition and keeps polling (serving rebalances
-//! and heartbeats) until there is room again: memory stays bounded by the
-//! queue, the engine's in-flight window and librdkafka's fetch buffer
-//! (`queued.max.messages.kbytes`).
+//! A dedicated thread (the *pump*) owns the librdkafka consumer. Every
+//! assigned partition gets its own librdkafka queue, split off when the
+//! partition is assigned and dropped when it is revoked; the consumer's main
+//! queue then carries only events (rebalances, commit results, statistics,
+//! errors). The pump serves those events continuously — so the consumer
+//! never exceeds `max.poll.interval.ms`, even while a subscriber is slow or a
+//! retry chain is long — and takes records from the partition queues, in
+//! turn, **only while the hand-off queue to the [`Stream`] has room**. There
+//! is no pause/resume for flow control: records the engine cannot take yet
+//! stay in librdkafka's per-partition prefetch, which librdkafka bounds by
+//! itself (`queued.max.messages.kbytes`, `queued.min.messages`) and refills
+//! after `fetch.queue.backoff.ms` once drained. Memory stays bounded by that
+//! prefetch, the hand-off queue and the engine's in-flight window. (Pausing
+//! made librdkafka drop its prefetched records and wait out the fetch
+//! backoff on every resume, which throttled delivery to a fraction of what
+//! the broker serves.) With nothing to do the pump sleeps; records arriving
+//! in an empty partition queue, an event, or the stream freeing room wake it.
 //!
 //! Settlements arrive in any order. A [`PartitionOffsets`] per partition
 //! tracks the records handed out; the pump commits the contiguous finished
-//! prefix every second, synchronously on revocation and on close. An
-//! abandoned record stops the prefix where it is and rewinds the partition
-//! there, so it (and anything handed out after it) is consumed again.
+//! prefix every second without waiting for the broker (asynchronously, the
+//! result recorded when librdkafka reports it), and synchronously on
+//! revocation and on close. An abandoned record stops the prefix where it is
+//! and rewinds the partition there, so it (and anything handed out after it)
+//! is consumed again.
 //!
 //! Every assignment of a partition, and every rewind, starts a new *epoch*:
 //! records queued under an older epoch are dropped by the stream and their
 //! settlements ignored, so a revoked partition is never delivered or
 //! committed by a consumer that no longer owns it.
+//!
+//! Consumer lag is computed when it is asked for (at metrics scrape time)
+//! from the partitions' high watermarks in librdkafka's periodic statistics
+//! and the positions this member tracks; nothing blocks the pump for it.
 
 use crate::codec;
 use crate::offsets::PartitionOffsets;
@@ -31,13 +46,15 @@ use channel_core::event::ExtensionValue;
 use channel_core::Event;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -46,12 +63,17 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a revocation waits for in-flight records of the revoked
 /// partitions to finish before giving them up uncommitted.
 pub const REVOKE_GRACE: Duration = Duration::from_secs(3);
-/// How often the consumer lag is measured.
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
-/// How long one poll blocks the pump.
-const POLL: Duration = Duration::from_millis(50);
-/// Poll timeout while records wait for room in the hand-off queue.
-const HANDOVER_POLL: Duration = Duration::from_millis(2);
+/// How often librdkafka reports statistics (the high watermarks behind the
+/// consumer lag), in milliseconds.
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+/// The longest the pump sleeps with nothing to do. It is woken earlier by
+/// records arriving in an empty partition queue, by consumer events and by
+/// the stream freeing room; this bound only covers a missed wake-up.
+const IDLE: Duration = Duration::from_millis(10);
+/// Consumer events served per turn of the pump.
+const EVENTS_PER_TURN: usize = 8;
+/// Records taken from one partition queue before the next partition's turn.
+const RECORDS_PER_TURN: usize = 64;
 /// Timeout of blocking consumer calls (commit, seek, offsets).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -93,7 +115,7 @@ struct Part {
     rewind: Option<i64>,
     /// A position to commit when the tracker has none (after a rewind).
     floor: Option<i64>,
-    /// Last position committed by this member.
+    /// Last position this member's commits are known to have stored.
     committed: Option<i64>,
 }
 
@@ -114,6 +136,18 @@ impl Part {
         let candidate = self.tracker.committable().or(self.floor)?;
         (self.committed.is_none_or(|c| candidate > c)).then_some(candidate)
     }
+
+    /// The position this member has reached: everything below is finished.
+    fn position(&self) -> Option<i64> {
+        self.tracker.committable().or(self.floor).or(self.committed)
+    }
+
+    /// Ask to consume again from `offset` (or from the lowest unfinished
+    /// record, if that is lower).
+    fn request_rewind(&mut self, offset: i64) {
+        let from = self.tracker.committable().map_or(offset, |c| c.min(offset));
+        self.rewind = Some(self.rewind.map_or(from, |r| r.min(from)));
+    }
 }
 
 #[derive(Debug, Default)]
@@ -129,35 +163,91 @@ impl Book {
     }
 }
 
-/// What the pump, the stream, the acknowledgements and the rebalance
+/// What librdkafka's statistics say about one partition.
+#[derive(Debug, Clone, Copy)]
+struct PartitionStats {
+    /// High watermark (the offset the next produced record gets).
+    high: i64,
+    /// The group's committed offset, as librdkafka knows it.
+    committed: i64,
+}
+
+/// A partition queue split off on assignment.
+type SplitQueue = PartitionQueue<SubscriptionContext>;
+
+/// What the pump, the stream, the acknowledgements and the consumer
 /// callbacks share.
-#[derive(Debug)]
 pub(crate) struct Shared {
     topic: String,
     group: String,
     book: Mutex<Book>,
     /// The stream is gone: stop.
     closed: AtomicBool,
-    /// Partitions are paused because the queue is full.
-    paused: AtomicBool,
-    /// Records stored but not committed (high watermark − committed), summed.
-    lag: AtomicU64,
+    /// The consumer, once the pump owns it: the rebalance callback splits
+    /// partition queues off it. Weak: the consumer owns this via its context.
+    consumer: OnceLock<Weak<SubscriptionConsumer>>,
+    /// Partition queues split on assignment, waiting for the pump to adopt
+    /// them (the rebalance callback runs inside the pump's own poll).
+    split: Mutex<Vec<(i32, SplitQueue)>>,
+    /// The pump thread, to wake it.
+    pump: OnceLock<std::thread::Thread>,
+    /// The pump sleeps until the hand-off queue has room again.
+    starved: AtomicBool,
+    /// Per partition, from librdkafka's latest statistics.
+    stats: Mutex<HashMap<i32, PartitionStats>>,
     /// Set once the pump has closed its consumer.
     done: tokio::sync::watch::Sender<bool>,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every mutation completes before anything that could panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Shared {
     fn book(&self) -> MutexGuard<'_, Book> {
-        // Every mutation completes before anything that could panic.
-        self.book.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.book)
     }
 
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.wake();
     }
 
+    /// Wake the pump if it sleeps.
+    fn wake(&self) {
+        if let Some(pump) = self.pump.get() {
+            pump.unpark();
+        }
+    }
+
+    /// Records not yet finished by this subscription, summed over its
+    /// partitions: the high watermark from librdkafka's latest statistics
+    /// minus the position reached (or, before anything was handed out, the
+    /// committed offset). Computed on demand; never blocks on the broker.
     pub(crate) fn lag(&self) -> u64 {
-        self.lag.load(Ordering::Relaxed)
+        let stats = lock(&self.stats).clone();
+        let book = self.book();
+        book.parts
+            .iter()
+            .filter_map(|(p, part)| {
+                let s = stats.get(p)?;
+                let position = part
+                    .position()
+                    .or((s.committed >= 0).then_some(s.committed))?;
+                (s.high >= 0).then(|| u64::try_from(s.high.saturating_sub(position)).unwrap_or(0))
+            })
+            .sum()
     }
 
     /// Wait until the pump has closed its consumer (left the group).
@@ -168,8 +258,16 @@ impl Shared {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Commit the finished prefix of `only` (or every) partition.
-    fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, only: Option<&[i32]>) {
+    /// Commit the finished prefix of `only` (or every) partition. A
+    /// synchronous commit records the stored positions at once; an
+    /// asynchronous one when librdkafka reports its result
+    /// ([`ConsumerContext::commit_callback`]).
+    fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[i32]>,
+        mode: CommitMode,
+    ) {
         let wanted: Vec<(i32, i64)> = {
             let book = self.book();
             book.parts
@@ -187,24 +285,30 @@ impl Shared {
                 tracing::warn!(group = %self.group, partition = p, error = %e, "cannot commit");
             }
         }
-        match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                let mut book = self.book();
-                for (p, o) in wanted {
-                    if let Some(part) = book.parts.get_mut(&p) {
-                        part.committed = Some(part.committed.map_or(o, |c| c.max(o)));
-                    }
-                }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) if matches!(mode, CommitMode::Sync) => {
+                self.committed(wanted);
                 tracing::trace!(group = %self.group, "offsets committed");
             }
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!(group = %self.group, error = %e, "offset commit failed; retried next interval")
             }
         }
     }
+
+    /// Record positions the broker has stored.
+    fn committed(&self, positions: impl IntoIterator<Item = (i32, i64)>) {
+        let mut book = self.book();
+        for (p, o) in positions {
+            if let Some(part) = book.parts.get_mut(&p) {
+                part.committed = Some(part.committed.map_or(o, |c| c.max(o)));
+            }
+        }
+    }
 }
 
-/// The consumer context: rebalance handling.
+/// The consumer context: rebalance handling, commit results, statistics.
 #[derive(Debug)]
 pub(crate) struct SubscriptionContext {
     pub(crate) shared: Arc<Shared>,
@@ -216,6 +320,26 @@ impl ClientContext for SubscriptionContext {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(group = %self.shared.group, error = %error, reason, "librdkafka consumer error");
+    }
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.shared.topic) else {
+            return;
+        };
+        let parts: HashMap<i32, PartitionStats> = topic
+            .partitions
+            .iter()
+            .filter(|(p, _)| **p >= 0)
+            .map(|(p, s)| {
+                (
+                    *p,
+                    PartitionStats {
+                        high: s.hi_offset,
+                        committed: s.committed_offset,
+                    },
+                )
+            })
+            .collect();
+        *lock(&self.shared.stats) = parts;
     }
 }
 
@@ -261,8 +385,10 @@ impl ConsumerContext for SubscriptionContext {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 if !consumer.assignment_lost() {
-                    shared.commit(consumer, Some(&revoked));
+                    shared.commit(consumer, Some(&revoked), CommitMode::Sync);
                 }
+                // Forgetting the partitions also makes the pump drop their
+                // queues.
                 let mut book = shared.book();
                 for p in &revoked {
                     book.parts.remove(p);
@@ -275,7 +401,7 @@ impl ConsumerContext for SubscriptionContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let shared = &self.shared;
         if let Rebalance::Assign(tpl) = rebalance {
             let assigned = partitions_of(tpl, &shared.topic);
@@ -287,10 +413,44 @@ impl ConsumerContext for SubscriptionContext {
                     book.parts.insert(*p, Part::new(epoch));
                 }
             }
-            if shared.paused.load(Ordering::SeqCst) {
-                if let Err(e) = consumer.pause(tpl) {
-                    tracing::warn!(group = %shared.group, error = %e, "cannot pause assigned partitions");
+            // Split each partition's records into a queue of its own right
+            // after the assignment, before librdkafka has fetched anything
+            // for it (fetching starts once the committed offsets are known).
+            let Some(consumer) = shared.consumer.get().and_then(Weak::upgrade) else {
+                return;
+            };
+            let mut split = Vec::with_capacity(assigned.len());
+            for p in assigned {
+                match consumer.split_partition_queue(&shared.topic, p) {
+                    Some(mut queue) => {
+                        let waker = shared.clone();
+                        queue.set_nonempty_callback(move || waker.wake());
+                        split.push((p, queue));
+                    }
+                    None => {
+                        tracing::error!(group = %shared.group, partition = p, "cannot split the partition's queue")
+                    }
                 }
+            }
+            lock(&shared.split).extend(split);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let shared = &self.shared;
+        match result {
+            Ok(()) => shared.committed(
+                offsets
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == shared.topic && e.error().is_ok())
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    }),
+            ),
+            Err(e) => {
+                tracing::warn!(group = %shared.group, error = %e, "offset commit failed; retried next interval")
             }
         }
     }
@@ -316,8 +476,11 @@ pub(crate) fn shared(topic: String, group: String) -> Arc<Shared> {
         group,
         book: Mutex::new(Book::default()),
         closed: AtomicBool::new(false),
-        paused: AtomicBool::new(false),
-        lag: AtomicU64::new(0),
+        consumer: OnceLock::new(),
+        split: Mutex::new(Vec::new()),
+        pump: OnceLock::new(),
+        starved: AtomicBool::new(false),
+        stats: Mutex::new(HashMap::new()),
         done: tokio::sync::watch::channel(false).0,
     })
 }
@@ -374,10 +537,15 @@ pub(crate) fn initialise_offsets(consumer: &SubscriptionConsumer) -> Result<(), 
 /// Start the pump thread of a subscribed consumer; the returned stream
 /// hands out what it consumes.
 pub(crate) fn start(
-    consumer: SubscriptionConsumer,
+    mut consumer: SubscriptionConsumer,
     capacity: usize,
 ) -> Result<Stream, BackendError> {
     let shared = consumer.context().shared.clone();
+    // Consumer events (rebalances, commit results, statistics) wake the pump.
+    let waker = shared.clone();
+    consumer.set_nonempty_callback(move || waker.wake());
+    let consumer = Arc::new(consumer);
+    let _ = shared.consumer.set(Arc::downgrade(&consumer));
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let pump_shared = shared.clone();
     std::thread::Builder::new()
@@ -430,26 +598,6 @@ fn to_record(shared: &Shared, msg: &rdkafka::message::BorrowedMessage<'_>) -> Op
     })
 }
 
-fn set_paused(consumer: &SubscriptionConsumer, shared: &Shared, pause: bool) {
-    shared.paused.store(pause, Ordering::SeqCst);
-    match consumer.assignment() {
-        Ok(tpl) if tpl.count() > 0 => {
-            let r = if pause {
-                consumer.pause(&tpl)
-            } else {
-                consumer.resume(&tpl)
-            };
-            if let Err(e) = r {
-                tracing::warn!(group = %shared.group, pause, error = %e, "cannot pause/resume partitions");
-            } else {
-                tracing::debug!(group = %shared.group, pause, "partitions paused/resumed for flow control");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(group = %shared.group, error = %e, "cannot read assignment"),
-    }
-}
-
 /// Seek partitions back where abandoned records ask, starting new epochs.
 fn rewind(consumer: &SubscriptionConsumer, shared: &Shared) {
     let wanted: Vec<(i32, i64)> = {
@@ -476,104 +624,133 @@ fn rewind(consumer: &SubscriptionConsumer, shared: &Shared) {
     }
 }
 
-fn update_lag(consumer: &SubscriptionConsumer, shared: &Shared) {
-    let positions: Vec<(i32, Option<i64>)> = {
-        let book = shared.book();
-        book.parts
-            .iter()
-            .map(|(p, part)| {
-                (
-                    *p,
-                    part.tracker.committable().or(part.floor).or(part.committed),
-                )
-            })
-            .collect()
-    };
-    let mut lag = 0u64;
-    for (p, position) in positions {
-        if let (Ok((_, high)), Some(position)) = (
-            consumer.fetch_watermarks(&shared.topic, p, Duration::from_millis(500)),
-            position,
-        ) {
-            lag += u64::try_from(high.saturating_sub(position)).unwrap_or(0);
-        }
-    }
-    shared.lag.store(lag, Ordering::Relaxed);
+/// Rate-limited logging of consumer errors: transient by nature (broker
+/// down, rebalance in progress), librdkafka reconnects by itself.
+#[derive(Debug)]
+struct ErrorLog {
+    repeated: u32,
+    last: Instant,
 }
 
-/// The pump: poll, queue, pause when full, commit periodically, rewind.
-fn pump(consumer: SubscriptionConsumer, tx: mpsc::Sender<Record>, shared: Arc<Shared>) {
-    let mut held: VecDeque<Record> = VecDeque::new();
-    // Hysteresis: pause only when the held records reach the queue's size,
-    // resume once they are below half of it. Pausing at the first full
-    // queue and resuming at the first free slot turns every slot into a
-    // pause/resume cycle, and each resume is a new fetch from the broker.
-    let high_water = tx.max_capacity().max(1);
-    let low_water = high_water / 2;
-    let mut last_commit = Instant::now();
-    let mut last_lag = Instant::now();
-    let mut errors_logged = 0u32;
-    let mut last_error_log = Instant::now();
-    while !shared.closed.load(Ordering::SeqCst) && !tx.is_closed() {
-        rewind(&consumer, &shared);
-        // Hand over what waits; resume once everything fits.
-        while let Some(record) = held.pop_front() {
-            match tx.try_send(record) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(record)) => {
-                    held.push_front(record);
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
-            }
-        }
-        if held.len() <= low_water && shared.paused.load(Ordering::SeqCst) {
-            set_paused(&consumer, &shared, false);
-        }
-        // With records waiting for room, come back soon to hand them over.
-        let wait = if held.is_empty() { POLL } else { HANDOVER_POLL };
-        match consumer.poll(wait) {
-            None => {}
-            Some(Ok(msg)) => {
-                if let Some(record) = to_record(&shared, &msg) {
-                    if !held.is_empty() {
-                        held.push_back(record);
-                    } else if let Err(e) = tx.try_send(record) {
-                        match e {
-                            mpsc::error::TrySendError::Full(record) => {
-                                held.push_back(record);
-                            }
-                            mpsc::error::TrySendError::Closed(_) => break,
-                        }
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                // Transient by nature (broker down, rebalance in progress):
-                // librdkafka reconnects; log at most once every 10 s.
-                errors_logged += 1;
-                if errors_logged == 1 || last_error_log.elapsed() > Duration::from_secs(10) {
-                    tracing::warn!(group = %shared.group, error = %e, repeated = errors_logged, "consumer error");
-                    errors_logged = 0;
-                    last_error_log = Instant::now();
-                }
-            }
-        }
-        if held.len() >= high_water && !shared.paused.load(Ordering::SeqCst) {
-            set_paused(&consumer, &shared, true);
-        }
-        if last_commit.elapsed() >= COMMIT_INTERVAL {
-            shared.commit(&consumer, None);
-            last_commit = Instant::now();
-        }
-        if last_lag.elapsed() >= LAG_INTERVAL {
-            update_lag(&consumer, &shared);
-            last_lag = Instant::now();
+impl ErrorLog {
+    fn new() -> Self {
+        ErrorLog {
+            repeated: 0,
+            last: Instant::now(),
         }
     }
-    // Closing: commit what is finished, then leave the group.
+
+    /// Log at most once every 10 s.
+    fn log(&mut self, group: &str, e: &KafkaError) {
+        self.repeated += 1;
+        if self.repeated == 1 || self.last.elapsed() > Duration::from_secs(10) {
+            tracing::warn!(group, error = %e, repeated = self.repeated, "consumer error");
+            self.repeated = 0;
+            self.last = Instant::now();
+        }
+    }
+}
+
+/// Take the partition queues split since the last turn; drop those of
+/// partitions no longer assigned.
+fn adopt_queues(shared: &Shared, queues: &mut Vec<(i32, SplitQueue)>) {
+    let fresh = std::mem::take(&mut *lock(&shared.split));
+    {
+        let book = shared.book();
+        queues.retain(|(p, _)| book.parts.contains_key(p));
+    }
+    for (p, queue) in fresh {
+        queues.retain(|(q, _)| *q != p);
+        queues.push((p, queue));
+    }
+}
+
+/// Move records from the partition queues to the hand-off queue while it has
+/// room, a bounded number per partition in turn, starting at `turn`.
+/// Returns how many moved and whether the hand-off queue is full.
+fn move_records(
+    shared: &Shared,
+    queues: &[(i32, SplitQueue)],
+    tx: &mpsc::Sender<Record>,
+    turn: usize,
+    errors: &mut ErrorLog,
+) -> (usize, bool) {
+    let mut moved = 0;
+    for i in 0..queues.len() {
+        let (_, queue) = &queues[(turn + i) % queues.len()];
+        for _ in 0..RECORDS_PER_TURN {
+            // Reserve the slot first: a record leaves librdkafka only when
+            // the engine can take it.
+            let Ok(permit) = tx.try_reserve() else {
+                return (moved, true);
+            };
+            match queue.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(msg)) => {
+                    if let Some(record) = to_record(shared, &msg) {
+                        permit.send(record);
+                        moved += 1;
+                    }
+                }
+                Some(Err(e)) => errors.log(&shared.group, &e),
+            }
+        }
+    }
+    (moved, false)
+}
+
+/// The pump: serve consumer events, move records while there is room,
+/// commit periodically, rewind; sleep when there is nothing to do.
+fn pump(consumer: Arc<SubscriptionConsumer>, tx: mpsc::Sender<Record>, shared: Arc<Shared>) {
+    let _ = shared.pump.set(std::thread::current());
+    let mut queues: Vec<(i32, SplitQueue)> = Vec::new();
+    let mut turn = 0usize;
+    let mut last_commit = Instant::now();
+    let mut errors = ErrorLog::new();
+    while !shared.closed.load(Ordering::SeqCst) && !tx.is_closed() {
+        rewind(&consumer, &shared);
+        // Events: rebalances (which split the assigned partitions' queues),
+        // commit results, statistics, errors. A record here was fetched
+        // before its partition's queue was split: consume it again through
+        // that queue, in order.
+        for _ in 0..EVENTS_PER_TURN {
+            match consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(msg)) => {
+                    let (p, offset) = (msg.partition(), msg.offset());
+                    if let Some(part) = shared.book().parts.get_mut(&p) {
+                        tracing::debug!(group = %shared.group, partition = p, offset, "record on the main queue: consumed again from its partition queue");
+                        part.request_rewind(offset);
+                    }
+                }
+                Some(Err(e)) => errors.log(&shared.group, &e),
+            }
+        }
+        adopt_queues(&shared, &mut queues);
+        let (moved, full) = move_records(&shared, &queues, &tx, turn, &mut errors);
+        turn = turn.wrapping_add(1);
+        if last_commit.elapsed() >= COMMIT_INTERVAL {
+            shared.commit(&*consumer, None, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+        if moved == 0 {
+            if full {
+                // Sleep until the stream has taken half of the queue.
+                shared.starved.store(true, Ordering::SeqCst);
+                if tx.capacity() * 2 >= tx.max_capacity() {
+                    shared.starved.store(false, Ordering::SeqCst);
+                    continue;
+                }
+            }
+            std::thread::park_timeout(IDLE);
+        }
+    }
+    // Closing: commit what is finished, then leave the group. The partition
+    // queues go before the consumer they belong to.
     shared.close();
-    shared.commit(&consumer, None);
+    shared.commit(&*consumer, None, CommitMode::Sync);
+    drop(queues);
+    lock(&shared.split).clear();
     consumer.unsubscribe();
     drop(consumer);
     let _ = shared.done.send(true);
@@ -599,6 +776,12 @@ impl DeliveryStream for Stream {
         loop {
             // Cancel safe: nothing is taken from the queue unless recv completes.
             let record = self.rx.recv().await?;
+            if self.shared.starved.load(Ordering::Relaxed)
+                && self.rx.len() * 2 <= self.rx.max_capacity()
+                && self.shared.starved.swap(false, Ordering::SeqCst)
+            {
+                self.shared.wake();
+            }
             let mut book = self.shared.book();
             let Some(part) = book.parts.get_mut(&record.partition) else {
                 continue;
@@ -672,8 +855,7 @@ impl Ack {
         } else if part.tracker.is_unfinished(self.offset) && !part.revoking {
             // Consume again from the lowest unfinished record: the commit
             // never passes the abandoned one.
-            let from = part.tracker.committable().unwrap_or(self.offset);
-            part.rewind = Some(part.rewind.map_or(from, |r| r.min(from)));
+            part.request_rewind(self.offset);
         }
     }
 }

@@ -48,6 +48,11 @@ const QUEUE_TIMEOUT: Duration = Duration::from_millis(500);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Records queued between a subscription's consumer thread and its stream.
 const STREAM_QUEUE: usize = 512;
+/// librdkafka's prefetch for one subscription, in KiB, split over its
+/// partitions.
+const PREFETCH_KBYTES: u32 = 8 * 1024;
+/// The least prefetch of one partition, in KiB.
+const MIN_PARTITION_PREFETCH_KBYTES: u32 = 1024;
 /// Retry hint when the broker is unavailable.
 const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -244,6 +249,7 @@ impl KafkaBackend {
         shared: Arc<consumer::Shared>,
         group: &str,
     ) -> Result<consumer::SubscriptionConsumer, BackendError> {
+        let prefetch = prefetch_kbytes(entry.params.num_partitions).to_string();
         client_config(
             &entry.connection.props,
             &[
@@ -254,15 +260,30 @@ impl KafkaBackend {
                 ("enable.partition.eof", "false"),
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "3000"),
-                // Bounded prefetch: the consumer's fetch buffer is part of
-                // the dispatcher's memory bound.
-                ("queued.max.messages.kbytes", "8192"),
+                // Bounded prefetch, per partition (each has its own queue):
+                // the consumer's fetch buffer is part of the dispatcher's
+                // memory bound, and it is where records wait while the
+                // engine's window is full.
+                ("queued.max.messages.kbytes", &prefetch),
                 ("queued.min.messages", "1000"),
+                // Refill a drained prefetch promptly (librdkafka waits 1 s by
+                // default once its thresholds were reached).
+                ("fetch.queue.backoff.ms", "10"),
+                // High watermarks for the consumer lag.
+                ("statistics.interval.ms", consumer::STATISTICS_INTERVAL_MS),
             ],
         )
         .create_with_context(SubscriptionContext { shared })
         .map_err(|e| provision::backend_error("creating the Kafka consumer", e))
     }
+}
+
+/// librdkafka's prefetch bound per partition, in KiB: about
+/// [`PREFETCH_KBYTES`] for the whole subscription, at least
+/// [`MIN_PARTITION_PREFETCH_KBYTES`] per partition.
+fn prefetch_kbytes(partitions: i32) -> u32 {
+    let partitions = u32::try_from(partitions.max(1)).unwrap_or(1);
+    (PREFETCH_KBYTES / partitions).max(MIN_PARTITION_PREFETCH_KBYTES)
 }
 
 /// Map a failed produce to the ingress answer.
@@ -484,5 +505,19 @@ impl Backend for KafkaBackend {
             .unwrap_or_else(|e| e.into_inner())
             .get(&subscription.uid)
             .map(|s| s.lag())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_is_split_over_partitions_with_a_floor() {
+        assert_eq!(prefetch_kbytes(1), 8192);
+        assert_eq!(prefetch_kbytes(4), 2048);
+        assert_eq!(prefetch_kbytes(8), 1024);
+        assert_eq!(prefetch_kbytes(100), 1024);
+        assert_eq!(prefetch_kbytes(0), 8192);
     }
 }
