@@ -2,4 +2,5 @@
 //! controller that reconciles Knative channels, subscriptions and classes
 //! through the same core as standalone mode.
 
+pub mod controller;
 pub mod crd;
