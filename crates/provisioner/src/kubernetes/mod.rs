@@ -4,3 +4,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod lease;
+
+#[cfg(test)]
+mod fake;

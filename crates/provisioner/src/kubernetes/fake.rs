@@ -1,0 +1,206 @@
+//! A small in-memory Kubernetes API server behind kube's mocked service
+//! (tower-test), speaking real Kubernetes JSON: objects by path, creation
+//! (409 when present), replacement and JSON merge patches checked against
+//! `resourceVersion` (409 on a stale one), server-side apply, and 404
+//! `Status` documents. Tests seed objects and read what was written.
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub objects: BTreeMap<String, Value>,
+    /// (method, path, body) of every request.
+    pub log: Vec<(String, String, Value)>,
+    /// Status patches to answer with 409 before accepting.
+    pub status_conflicts: usize,
+    version: u64,
+}
+
+pub type Shared = Arc<Mutex<State>>;
+
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+fn status_doc(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+impl State {
+    fn bump(&mut self, object: &mut Value) {
+        self.version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.version.to_string());
+    }
+
+    pub fn put(&mut self, path: &str, mut object: Value) {
+        self.bump(&mut object);
+        self.objects.insert(path.to_owned(), object);
+    }
+
+    fn handle(
+        &mut self,
+        method: &Method,
+        path: &str,
+        content_type: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.log
+            .push((method.to_string(), path.to_owned(), body.clone()));
+        let (object_path, subresource) = match path.strip_suffix("/status") {
+            Some(p) => (p.to_owned(), true),
+            None => (path.to_owned(), false),
+        };
+        match *method {
+            Method::GET => match self.objects.get(&object_path) {
+                Some(o) => (StatusCode::OK, o.clone()),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    status_doc(404, "NotFound", "not found"),
+                ),
+            },
+            Method::POST if path.ends_with("/events") => (StatusCode::CREATED, body),
+            Method::POST => {
+                let name = body["metadata"]["name"].as_str().unwrap_or_default();
+                let target = format!("{path}/{name}");
+                if self.objects.contains_key(&target) {
+                    return (
+                        StatusCode::CONFLICT,
+                        status_doc(409, "AlreadyExists", "already exists"),
+                    );
+                }
+                self.put(&target, body);
+                (StatusCode::CREATED, self.objects[&target].clone())
+            }
+            Method::PUT => {
+                let Some(current) = self.objects.get(&object_path) else {
+                    return (
+                        StatusCode::NOT_FOUND,
+                        status_doc(404, "NotFound", "not found"),
+                    );
+                };
+                if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                    return (
+                        StatusCode::CONFLICT,
+                        status_doc(409, "Conflict", "the object has been modified"),
+                    );
+                }
+                self.put(&object_path, body);
+                (StatusCode::OK, self.objects[&object_path].clone())
+            }
+            Method::PATCH if content_type.starts_with("application/apply-patch") => {
+                let mut object = body;
+                if let Some(old) = self.objects.get(&object_path) {
+                    object["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                }
+                self.put(&object_path, object.clone());
+                (StatusCode::OK, self.objects[&object_path].clone())
+            }
+            Method::PATCH => {
+                let Some(mut object) = self.objects.get(&object_path).cloned() else {
+                    return (
+                        StatusCode::NOT_FOUND,
+                        status_doc(404, "NotFound", "not found"),
+                    );
+                };
+                if subresource && self.status_conflicts > 0 {
+                    self.status_conflicts -= 1;
+                    // Someone else wrote the object meanwhile.
+                    self.bump(&mut object);
+                    self.objects.insert(object_path, object);
+                    return (
+                        StatusCode::CONFLICT,
+                        status_doc(409, "Conflict", "the object has been modified"),
+                    );
+                }
+                let wanted_rv = body["metadata"]["resourceVersion"].clone();
+                if !wanted_rv.is_null() && wanted_rv != object["metadata"]["resourceVersion"] {
+                    return (
+                        StatusCode::CONFLICT,
+                        status_doc(409, "Conflict", "the object has been modified"),
+                    );
+                }
+                let mut patch = body;
+                if let Some(m) = patch.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                    m.remove("resourceVersion");
+                }
+                if subresource {
+                    patch = json!({"status": patch["status"].clone()});
+                }
+                merge_patch(&mut object, &patch);
+                // Kubernetes deletes an object whose deletion was requested
+                // once its last finalizer is gone.
+                let finalizers_gone = object["metadata"]["finalizers"]
+                    .as_array()
+                    .is_none_or(|f| f.is_empty());
+                if !object["metadata"]["deletionTimestamp"].is_null() && finalizers_gone {
+                    self.objects.remove(&object_path);
+                    return (StatusCode::OK, object);
+                }
+                self.put(&object_path, object);
+                (StatusCode::OK, self.objects[&object_path].clone())
+            }
+            _ => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                status_doc(405, "MethodNotAllowed", ""),
+            ),
+        }
+    }
+}
+
+/// A kube Client whose requests the shared state answers.
+pub fn client(state: Shared) -> kube::Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let content_type = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let bytes = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_default();
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes)
+                    .or_else(|_| serde_yaml_ng::from_slice(&bytes))
+                    .unwrap_or(Value::Null)
+            };
+            let (status, answer) = state.lock().unwrap_or_else(|e| e.into_inner()).handle(
+                &method,
+                &path,
+                &content_type,
+                body,
+            );
+            let response = Response::builder()
+                .status(status)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Body::from(answer.to_string().into_bytes()))
+                .expect("a response");
+            send.send_response(response);
+        }
+    });
+    kube::Client::new(service, "default")
+}
