@@ -32,6 +32,9 @@ enum Command {
     /// Print the status of every channel and subscription, from a running
     /// provisioner.
     Status(StatusArgs),
+    /// Run the control plane as a Kubernetes controller (in a cluster, or
+    /// against the cluster of KUBECONFIG).
+    Controller(Box<provisioner::kubernetes::run::ControllerArgs>),
     /// Print the CustomResourceDefinitions (YAML) of every resource the
     /// channel layer serves, for `kubectl apply -f -`.
     Crds,
@@ -53,6 +56,18 @@ fn main() -> anyhow::Result<()> {
                     signal.cancel();
                 });
                 provisioner::standalone::run(*args, shutdown).await
+            })
+        }
+        Command::Controller(args) => {
+            dispatcher::telemetry::init(cli.log_format, "provisioner");
+            runtime.block_on(async move {
+                let shutdown = CancellationToken::new();
+                let signal = shutdown.clone();
+                tokio::spawn(async move {
+                    dispatcher::wait_for_signal().await;
+                    signal.cancel();
+                });
+                provisioner::kubernetes::run::run(*args, shutdown).await
             })
         }
         Command::Status(args) => runtime.block_on(provisioner::table::run(args)),

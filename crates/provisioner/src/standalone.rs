@@ -106,7 +106,7 @@ pub struct StandaloneArgs {
     pub nats: NatsArgs,
 }
 
-fn parse_backend_url(s: &str) -> Result<(BackendKind, Url), String> {
+pub fn parse_backend_url(s: &str) -> Result<(BackendKind, Url), String> {
     let (backend, url) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not BACKEND=URL (e.g. kafka=http://127.0.0.1:9091)"))?;

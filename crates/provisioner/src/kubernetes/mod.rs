@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod crd;
 pub mod lease;
+pub mod run;
 
 #[cfg(test)]
 mod fake;

@@ -1,0 +1,486 @@
+//! `provisioner controller`: the control plane as a Kubernetes controller.
+//!
+//! Watches (reflectors) keep local caches of the classes, the four channel
+//! kinds, Subscriptions and the contract ConfigMaps; any change wakes the
+//! reconcile loop, which waits a short moment for related changes to arrive
+//! together (a `kubectl apply` of several documents) and then runs one
+//! global round of [`Controller::reconcile`] on a snapshot of the caches.
+//! A round also runs every `--resync-interval`, so provisioning retries and
+//! dispatcher status are picked up without changes. Only the replica
+//! holding the Lease reconciles; the others keep their caches warm.
+
+use super::controller::{channel_resources, Controller, Settings, Snapshot, CONTRACT_LABEL};
+use super::crd;
+use super::lease::Elector;
+use crate::cycle::{http_client, Cycle};
+use crate::provision::{Provisioner, Schedule, Tracker};
+use crate::status::ConditionStatus;
+use anyhow::Context as _;
+use bytes::Bytes;
+use channel_core::BackendKind;
+use channel_nats::cli::NatsArgs;
+use futures_util::StreamExt as _;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt as _};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+/// `provisioner controller`: reconcile Knative channels on Kubernetes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// The system namespace: dispatchers, their contract ConfigMaps and the
+    /// leader-election Lease live here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "knative-channels")]
+    pub namespace: String,
+
+    /// Admin server: `/healthz`, `/readyz` (caches synced), `/metrics`.
+    #[arg(long, env = "KN_PROVISIONER_LISTEN", default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "KN_PROVISIONER_LEASE",
+        default_value = "knative-channel-provisioner"
+    )]
+    pub lease_name: String,
+
+    /// How long a Lease stays valid without renewal.
+    #[arg(long, env = "KN_PROVISIONER_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// The host a backend's channels resolve to (their ExternalName
+    /// target): `BACKEND=HOST`. Repeatable; default
+    /// `<backend>-dispatcher.<namespace>.svc.cluster.local`.
+    #[arg(long = "dispatcher-host", env = "KN_PROVISIONER_DISPATCHER_HOST", value_delimiter = ',', value_parser = parse_backend_host)]
+    pub dispatcher_host: Vec<(BackendKind, String)>,
+
+    /// A backend's dispatcher admin URL, polled for the contract it applied:
+    /// `BACKEND=URL`. Repeatable; default `http://<host>:9090`; the class's
+    /// `spec.dispatcher.adminUrl` wins over both.
+    #[arg(long = "dispatcher-admin", env = "KN_PROVISIONER_DISPATCHER_ADMIN", value_delimiter = ',', value_parser = crate::standalone::parse_backend_url)]
+    pub dispatcher_admin: Vec<(BackendKind, Url)>,
+
+    /// How often a round runs without changes (provisioning retries,
+    /// verification of topics and streams, dispatcher status).
+    #[arg(long, env = "KN_PROVISIONER_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Longest wait for one provisioning call.
+    #[arg(long, env = "KN_PROVISIONER_PROVISION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub provision_timeout: Duration,
+
+    /// Longest pause between provisioning retries.
+    #[arg(long, env = "KN_PROVISIONER_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Kafka bootstrap servers for classes that set no `bootstrapServers`.
+    #[arg(long, env = "KN_CHANNEL_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+fn parse_backend_host(s: &str) -> Result<(BackendKind, String), String> {
+    let (backend, host) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not BACKEND=HOST (e.g. kafka=kafka-dispatcher.knative-channels.svc.cluster.local)"))?;
+    let host = host.trim();
+    if host.is_empty() || host.contains('/') || host.contains(':') {
+        return Err(format!("{host:?} is not a host name"));
+    }
+    Ok((backend.trim().parse()?, host.to_owned()))
+}
+
+/// The controller's metrics (prefix `kn_provisioner`).
+#[derive(Debug)]
+struct Metrics {
+    registry: Registry,
+    rounds: Counter,
+    failed_calls: Counter,
+    duration: Histogram,
+    leader: Gauge,
+    resources: Family<Vec<(String, String)>, Gauge>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("kn_provisioner");
+        let rounds = Counter::default();
+        let failed_calls = Counter::default();
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        let leader = Gauge::default();
+        let resources = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register("reconcile_rounds", "Reconcile rounds run", rounds.clone());
+        registry.register(
+            "failed_api_calls",
+            "Kubernetes API calls that failed (retried next round)",
+            failed_calls.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile round",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease",
+            leader.clone(),
+        );
+        registry.register(
+            "resources",
+            "Channels and subscriptions by kind and readiness",
+            resources.clone(),
+        );
+        Metrics {
+            registry,
+            rounds,
+            failed_calls,
+            duration,
+            leader,
+            resources,
+        }
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The caches, filled by watchers.
+struct Caches {
+    classes: Store<crd::ClusterChannelProvisioner>,
+    channels: Vec<Store<DynamicObject>>,
+    subscriptions: Store<crd::Subscription>,
+    contract_maps: Store<ConfigMap>,
+}
+
+impl Caches {
+    fn snapshot(&self) -> Snapshot {
+        fn own<K: Clone>(v: Vec<Arc<K>>) -> Vec<K> {
+            v.into_iter().map(|o| (*o).clone()).collect()
+        }
+        Snapshot {
+            classes: own(self.classes.state()),
+            channels: self
+                .channels
+                .iter()
+                .flat_map(|s| s.state())
+                .map(|o| (*o).clone())
+                .collect(),
+            subscriptions: own(self.subscriptions.state()),
+            contract_maps: own(self.contract_maps.state()),
+        }
+    }
+
+    async fn wait_until_ready(&self) -> bool {
+        let mut ok = self.classes.wait_until_ready().await.is_ok()
+            && self.subscriptions.wait_until_ready().await.is_ok()
+            && self.contract_maps.wait_until_ready().await.is_ok();
+        for s in &self.channels {
+            ok &= s.wait_until_ready().await.is_ok();
+        }
+        ok
+    }
+}
+
+/// Run a reflector for `api` into `writer`, waking `wake` on every event.
+fn reflect<K>(
+    api: Api<K>,
+    writer: Writer<K>,
+    config: watcher::Config,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = stream.next() => match event {
+                    Some(Ok(_)) => wake.notify_one(),
+                    Some(Err(e)) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+                    None => return,
+                },
+            }
+        }
+    });
+}
+
+async fn admin(
+    metrics: Arc<Metrics>,
+    synced: Arc<AtomicBool>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let respond = |status: StatusCode, content_type: &'static str, body: String| {
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is supported\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if synced.load(Ordering::Relaxed) => {
+            respond(StatusCode::OK, "text/plain", "ready\n".into())
+        }
+        "/readyz" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "caches not synced yet\n".into(),
+        ),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin endpoints: /healthz /readyz /metrics\n".into(),
+        ),
+    }
+}
+
+/// Run the controller until `shutdown` is cancelled.
+pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration found (in-cluster service account or KUBECONFIG)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("provisioner-{}", std::process::id()))
+    });
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let metrics = Arc::new(Metrics::new());
+    let synced = Arc::new(AtomicBool::new(false));
+    let server = {
+        let (metrics, synced) = (metrics.clone(), synced.clone());
+        tokio::spawn(dispatcher::server::serve(
+            "admin",
+            listener,
+            move |req| admin(metrics.clone(), synced.clone(), req),
+            shutdown.clone(),
+            Duration::from_secs(2),
+        ))
+    };
+    tracing::info!(namespace = %args.namespace, identity = %identity, listen = %args.listen, "provisioner controller started");
+
+    // Caches.
+    let wake = Arc::new(Notify::new());
+    let classes_writer = Writer::default();
+    let subscriptions_writer = Writer::default();
+    let maps_writer = Writer::default();
+    let caches = Caches {
+        classes: classes_writer.as_reader(),
+        subscriptions: subscriptions_writer.as_reader(),
+        contract_maps: maps_writer.as_reader(),
+        channels: Vec::new(),
+    };
+    let mut caches = caches;
+    reflect(
+        Api::<crd::ClusterChannelProvisioner>::all(client.clone()),
+        classes_writer,
+        watcher::Config::default(),
+        wake.clone(),
+        shutdown.clone(),
+    );
+    reflect(
+        Api::<crd::Subscription>::all(client.clone()),
+        subscriptions_writer,
+        watcher::Config::default(),
+        wake.clone(),
+        shutdown.clone(),
+    );
+    reflect(
+        Api::<ConfigMap>::namespaced(client.clone(), &args.namespace),
+        maps_writer,
+        watcher::Config::default().labels(CONTRACT_LABEL),
+        wake.clone(),
+        shutdown.clone(),
+    );
+    for (_, ar) in channel_resources() {
+        let writer = Writer::new(ar.clone());
+        caches.channels.push(writer.as_reader());
+        reflect(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            writer,
+            watcher::Config::default(),
+            wake.clone(),
+            shutdown.clone(),
+        );
+    }
+
+    // Leadership.
+    let elector = Elector::new(
+        Api::namespaced(client.clone(), &args.namespace),
+        &args.lease_name,
+        &identity,
+        args.lease_duration,
+    );
+    let leading = Arc::new(AtomicBool::new(false));
+    let lease_task = {
+        let (elector, leading, metrics, shutdown, wake) = (
+            elector.clone(),
+            leading.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            wake.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let now_leading = match elector.try_acquire_or_renew().await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease not renewed");
+                        false
+                    }
+                };
+                if now_leading != leading.swap(now_leading, Ordering::Relaxed) {
+                    if now_leading {
+                        wake.notify_one();
+                    } else {
+                        tracing::warn!("lost the lease; reconciling stops until it is regained");
+                    }
+                }
+                metrics.leader.set(i64::from(now_leading));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(elector.renew_interval()) => {}
+                }
+            }
+            if leading.load(Ordering::Relaxed) {
+                elector.release().await;
+            }
+        })
+    };
+
+    // The controller proper.
+    let mut settings = Settings::new(&args.namespace);
+    for (backend, host) in &args.dispatcher_host {
+        settings.dispatcher_hosts.insert(*backend, host.clone());
+        if let Ok(url) = Url::parse(&format!("http://{host}:9090/")) {
+            settings.dispatcher_admin.insert(*backend, url);
+        }
+    }
+    for (backend, url) in &args.dispatcher_admin {
+        settings.dispatcher_admin.insert(*backend, url.clone());
+    }
+    let kafka_defaults = channel_kafka::config::Defaults {
+        bootstrap_servers: args
+            .bootstrap_servers
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+    };
+    let cycle = Cycle::new(
+        Provisioner::new(
+            kafka_defaults,
+            args.nats.options("provisioner"),
+            args.provision_timeout,
+        ),
+        Tracker::new(Schedule {
+            min_backoff: Duration::from_millis(500),
+            max_backoff: args.max_backoff,
+            resync: args.resync_interval,
+        }),
+    );
+    let mut controller = Controller::new(client, settings, cycle, http_client());
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        ready = caches.wait_until_ready() => {
+            if !ready {
+                anyhow::bail!("the watches stopped before the caches were filled");
+            }
+        }
+    }
+    synced.store(true, Ordering::Relaxed);
+    tracing::info!("caches synced");
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {
+                // Let related changes arrive together.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = tokio::time::sleep(args.resync_interval) => {}
+        }
+        if !leading.load(Ordering::Relaxed) {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = controller.reconcile(&caches.snapshot()).await;
+        metrics.rounds.inc();
+        metrics.duration.observe(started.elapsed().as_secs_f64());
+        metrics.failed_calls.inc_by(outcome.errors.len() as u64);
+        metrics.resources.clear();
+        for r in &outcome.resources {
+            let ready = if r.ready == ConditionStatus::True {
+                "true"
+            } else {
+                "false"
+            };
+            metrics
+                .resources
+                .get_or_create(&vec![
+                    ("kind".into(), r.kind.clone()),
+                    ("ready".into(), ready.into()),
+                ])
+                .inc();
+        }
+        if !outcome.errors.is_empty() {
+            // Retry soon rather than at the next resync.
+            let wake = wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                wake.notify_one();
+            });
+        }
+    }
+    let _ = lease_task.await;
+    let _ = server.await;
+    tracing::info!("provisioner controller stopped");
+    Ok(())
+}
