@@ -3,11 +3,12 @@
 //! backend's contract lists, delete what is gone, and ask the dispatchers
 //! what they applied.
 
-use crate::provision::{Provisioner, Tracker};
+use crate::provision::{Provisioner, Schedule, Tracker};
 use crate::reconcile::{channel_key, contracts_for, ChannelKey, Plan};
 use crate::status::{DispatcherObservation, Provisioning};
 use bytes::Bytes;
 use channel_core::{BackendKind, ChannelContract};
+use channel_nats::cli::NatsArgs;
 use dispatcher::dataplane::Status as DispatcherStatus;
 use futures_util::future::join_all;
 use http::Request;
@@ -17,6 +18,59 @@ use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use url::Url;
+
+/// How backing resources are provisioned: the flags standalone mode and the
+/// controller share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProvisioningArgs {
+    /// How often a provisioned topic or stream is verified (and recreated
+    /// or updated if it drifted).
+    #[arg(long, env = "KN_PROVISIONER_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Longest wait for one provisioning call before the broker is reported
+    /// unavailable.
+    #[arg(long, env = "KN_PROVISIONER_PROVISION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub provision_timeout: Duration,
+
+    /// Longest pause between retries of a failed provisioning (backoff
+    /// doubles from 500ms).
+    #[arg(long, env = "KN_PROVISIONER_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Kafka bootstrap servers for classes that set no `bootstrapServers`.
+    #[arg(long, env = "KN_CHANNEL_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+impl ProvisioningArgs {
+    /// A fresh provisioning cycle with these settings.
+    pub fn cycle(&self) -> Cycle {
+        let kafka_defaults = channel_kafka::config::Defaults {
+            bootstrap_servers: self
+                .bootstrap_servers
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        };
+        Cycle::new(
+            Provisioner::new(
+                kafka_defaults,
+                self.nats.options("provisioner"),
+                self.provision_timeout,
+            ),
+            Tracker::new(Schedule {
+                min_backoff: Duration::from_millis(500),
+                max_backoff: self.max_backoff,
+                resync: self.resync_interval,
+            }),
+        )
+    }
+}
 
 /// Provisioning state carried from one reconcile to the next.
 #[derive(Debug)]

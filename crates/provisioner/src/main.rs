@@ -40,6 +40,21 @@ enum Command {
     Crds,
 }
 
+/// Run `task` with a token cancelled on SIGTERM or SIGINT.
+async fn until_signal<F, Fut>(task: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        dispatcher::wait_for_signal().await;
+        signal.cancel();
+    });
+    task(shutdown).await
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,27 +63,15 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Standalone(args) => {
             dispatcher::telemetry::init(cli.log_format, "provisioner");
-            runtime.block_on(async move {
-                let shutdown = CancellationToken::new();
-                let signal = shutdown.clone();
-                tokio::spawn(async move {
-                    dispatcher::wait_for_signal().await;
-                    signal.cancel();
-                });
-                provisioner::standalone::run(*args, shutdown).await
-            })
+            runtime.block_on(until_signal(|shutdown| {
+                provisioner::standalone::run(*args, shutdown)
+            }))
         }
         Command::Controller(args) => {
             dispatcher::telemetry::init(cli.log_format, "provisioner");
-            runtime.block_on(async move {
-                let shutdown = CancellationToken::new();
-                let signal = shutdown.clone();
-                tokio::spawn(async move {
-                    dispatcher::wait_for_signal().await;
-                    signal.cancel();
-                });
-                provisioner::kubernetes::run::run(*args, shutdown).await
-            })
+            runtime.block_on(until_signal(|shutdown| {
+                provisioner::kubernetes::run::run(*args, shutdown)
+            }))
         }
         Command::Status(args) => runtime.block_on(provisioner::table::run(args)),
         Command::Crds => {

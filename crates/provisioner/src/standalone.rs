@@ -19,15 +19,13 @@
 //! provisioned; once in, it stays while it exists, whatever the broker does
 //! (a broker outage makes it not Ready, never unrouted).
 
-use crate::cycle::{as_base, http_client, poll_dispatchers, Cycle, HttpClient};
-use crate::provision::{Provisioner, Schedule, Tracker};
+use crate::cycle::{as_base, http_client, poll_dispatchers, Cycle, HttpClient, ProvisioningArgs};
 use crate::reconcile::{channel_key, plan, Addressing, ChannelKey};
 use crate::status::{self, DispatcherObservation, Observations, ResourceStatus};
 use anyhow::Context as _;
 use bytes::Bytes;
 use channel_core::manifests::{load_paths, Manifests};
 use channel_core::{BackendKind, ChannelContract, Contract};
-use channel_nats::cli::NatsArgs;
 use dispatcher::source::{fingerprint, Fingerprint};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -83,27 +81,8 @@ pub struct StandaloneArgs {
     #[arg(long, env = "KN_PROVISIONER_WATCH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub watch_interval: Duration,
 
-    /// How often a provisioned topic or stream is verified (and recreated
-    /// or updated if it drifted).
-    #[arg(long, env = "KN_PROVISIONER_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub resync_interval: Duration,
-
-    /// Longest wait for one provisioning call before the broker is reported
-    /// unavailable.
-    #[arg(long, env = "KN_PROVISIONER_PROVISION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub provision_timeout: Duration,
-
-    /// Longest pause between retries of a failed provisioning (backoff
-    /// doubles from 500ms).
-    #[arg(long, env = "KN_PROVISIONER_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub max_backoff: Duration,
-
-    /// Kafka bootstrap servers for classes that set no `bootstrapServers`.
-    #[arg(long, env = "KN_CHANNEL_BOOTSTRAP_SERVERS")]
-    pub bootstrap_servers: Option<String>,
-
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub provisioning: ProvisioningArgs,
 }
 
 pub fn parse_backend_url(s: &str) -> Result<(BackendKind, Url), String> {
@@ -514,27 +493,8 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
             Duration::from_secs(2),
         ))
     };
-    let kafka_defaults = channel_kafka::config::Defaults {
-        bootstrap_servers: args
-            .bootstrap_servers
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-    };
     let mut reconciler = Reconciler {
-        cycle: Cycle::new(
-            Provisioner::new(
-                kafka_defaults,
-                args.nats.options("provisioner"),
-                args.provision_timeout,
-            ),
-            Tracker::new(Schedule {
-                min_backoff: Duration::from_millis(500),
-                max_backoff: args.max_backoff,
-                resync: args.resync_interval,
-            }),
-        ),
+        cycle: args.provisioning.cycle(),
         client: http_client(),
         fingerprint: None,
         manifests: None,

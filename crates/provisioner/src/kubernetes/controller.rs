@@ -238,6 +238,25 @@ fn document(api_version: &str, kind: &str, meta: &kube::api::ObjectMeta, spec: &
     doc.to_string()
 }
 
+/// The classes of a snapshot as manifests (unusable ones as warnings).
+fn class_manifests(snap: &Snapshot) -> Manifests {
+    let mut manifests = Manifests::default();
+    for class in &snap.classes {
+        let doc = document(
+            "eventing.knative.dev/v1alpha1",
+            "ClusterChannelProvisioner",
+            &class.metadata,
+            &serde_json::to_value(&class.spec).unwrap_or_default(),
+        );
+        let source = format!("ClusterChannelProvisioner {}", class.name_any());
+        match load_str(&source, &doc) {
+            Ok(m) => merge(&mut manifests, m),
+            Err(e) => manifests.warnings.push(e.to_string()),
+        }
+    }
+    manifests
+}
+
 fn merge(into: &mut Manifests, from: Manifests) {
     into.channels.extend(from.channels);
     into.subscriptions.extend(from.subscriptions);
@@ -354,23 +373,8 @@ impl Controller {
     /// Manifests from the snapshot's live objects, with references to
     /// non-channels resolved; the objects that cannot be used, as problems.
     async fn manifests(&self, snap: &Snapshot) -> (Manifests, Vec<Problem>) {
-        let mut manifests = Manifests::default();
+        let mut manifests = class_manifests(snap);
         let mut problems = Vec::new();
-        for class in &snap.classes {
-            let doc = document(
-                "eventing.knative.dev/v1alpha1",
-                "ClusterChannelProvisioner",
-                &class.metadata,
-                &serde_json::to_value(&class.spec).unwrap_or_default(),
-            );
-            match load_str(
-                &format!("ClusterChannelProvisioner {}", class.name_any()),
-                &doc,
-            ) {
-                Ok(m) => merge(&mut manifests, m),
-                Err(e) => manifests.warnings.push(e.to_string()),
-            }
-        }
         for channel in &snap.channels {
             if channel.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -562,18 +566,7 @@ impl Controller {
         if let Some(c) = previous.get(&key) {
             return Some(c.clone());
         }
-        let mut manifests = Manifests::default();
-        for class in &snap.classes {
-            let doc = document(
-                "eventing.knative.dev/v1alpha1",
-                "ClusterChannelProvisioner",
-                &class.metadata,
-                &serde_json::to_value(&class.spec).unwrap_or_default(),
-            );
-            if let Ok(m) = load_str("class", &doc) {
-                merge(&mut manifests, m);
-            }
-        }
+        let mut manifests = class_manifests(snap);
         let spec = channel.data.get("spec").cloned().unwrap_or(Value::Null);
         let doc = document(&api_version_of(channel), &kind, &channel.metadata, &spec);
         merge(&mut manifests, load_str("channel", &doc).ok()?);

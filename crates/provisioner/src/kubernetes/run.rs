@@ -12,13 +12,11 @@
 use super::controller::{channel_resources, Controller, Settings, Snapshot, CONTRACT_LABEL};
 use super::crd;
 use super::lease::Elector;
-use crate::cycle::{http_client, Cycle};
-use crate::provision::{Provisioner, Schedule, Tracker};
+use crate::cycle::{http_client, ProvisioningArgs};
 use crate::status::ConditionStatus;
 use anyhow::Context as _;
 use bytes::Bytes;
 use channel_core::BackendKind;
-use channel_nats::cli::NatsArgs;
 use futures_util::StreamExt as _;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -80,25 +78,8 @@ pub struct ControllerArgs {
     #[arg(long = "dispatcher-admin", env = "KN_PROVISIONER_DISPATCHER_ADMIN", value_delimiter = ',', value_parser = crate::standalone::parse_backend_url)]
     pub dispatcher_admin: Vec<(BackendKind, Url)>,
 
-    /// How often a round runs without changes (provisioning retries,
-    /// verification of topics and streams, dispatcher status).
-    #[arg(long, env = "KN_PROVISIONER_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub resync_interval: Duration,
-
-    /// Longest wait for one provisioning call.
-    #[arg(long, env = "KN_PROVISIONER_PROVISION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub provision_timeout: Duration,
-
-    /// Longest pause between provisioning retries.
-    #[arg(long, env = "KN_PROVISIONER_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub max_backoff: Duration,
-
-    /// Kafka bootstrap servers for classes that set no `bootstrapServers`.
-    #[arg(long, env = "KN_CHANNEL_BOOTSTRAP_SERVERS")]
-    pub bootstrap_servers: Option<String>,
-
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub provisioning: ProvisioningArgs,
 }
 
 fn parse_backend_host(s: &str) -> Result<(BackendKind, String), String> {
@@ -406,26 +387,7 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
     for (backend, url) in &args.dispatcher_admin {
         settings.dispatcher_admin.insert(*backend, url.clone());
     }
-    let kafka_defaults = channel_kafka::config::Defaults {
-        bootstrap_servers: args
-            .bootstrap_servers
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-    };
-    let cycle = Cycle::new(
-        Provisioner::new(
-            kafka_defaults,
-            args.nats.options("provisioner"),
-            args.provision_timeout,
-        ),
-        Tracker::new(Schedule {
-            min_backoff: Duration::from_millis(500),
-            max_backoff: args.max_backoff,
-            resync: args.resync_interval,
-        }),
-    );
+    let cycle = args.provisioning.cycle();
     let mut controller = Controller::new(client, settings, cycle, http_client());
 
     tokio::select! {
@@ -445,7 +407,7 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
                 // Let related changes arrive together.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            _ = tokio::time::sleep(args.resync_interval) => {}
+            _ = tokio::time::sleep(args.provisioning.resync_interval) => {}
         }
         if !leading.load(Ordering::Relaxed) {
             continue;
