@@ -34,11 +34,25 @@ async fn kafka_sigkill_dispatcher_mid_stream_then_restart_loses_nothing() {
             d.kill();
         }
         if i == 400 {
+            // Restart once the killed member's session (10 s) has expired:
+            // tansu 0.6, when a member rejoins while a dead one still holds
+            // the partitions, can leave the group with no assignment after
+            // the dead one expires (seen under CPU load; docs/kafka.md).
+            // Apache Kafka rebalances to the live member either way.
+            tokio::time::sleep(Duration::from_secs(11)).await;
             d.restart().await;
         }
     }
     assert!(accepted.len() >= 450, "only {} accepted", accepted.len());
-    assert_all_delivered(&sink, &accepted, Duration::from_secs(90)).await;
+    let delivered = tests::eventually(Duration::from_secs(90), || {
+        let got: BTreeSet<String> = sink.ids().into_iter().collect();
+        accepted.is_subset(&got)
+    })
+    .await;
+    if !delivered {
+        eprintln!("dispatcher log:\n{}", d.log());
+    }
+    assert_all_delivered(&sink, &accepted, Duration::from_secs(1)).await;
     eprintln!(
         "kafka sigkill: {} accepted, {} deliveries (duplicates after the kill: {})",
         accepted.len(),
