@@ -138,17 +138,40 @@ async fn stream_exists(nats_url: &str, name: &str) -> bool {
 }
 
 /// POST an event to `url` until it is accepted (the dispatcher may still be
-/// applying its contract); the last status.
-async fn post(client: &HttpClient, url: &str, id: &str) -> http::StatusCode {
-    let mut status = http::StatusCode::SERVICE_UNAVAILABLE;
+/// applying its contract); the last status, or why nothing answered.
+async fn post(client: &HttpClient, url: &str, id: &str) -> Result<http::StatusCode, String> {
+    let mut last = Err("not sent".to_owned());
     for _ in 0..50 {
-        status = client.post_binary(url, &event(id)).await.0;
-        if status == http::StatusCode::ACCEPTED {
+        last = client
+            .send({
+                let mut req = http::Request::post(url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request");
+                let body = channel_core::event::encode_binary(&event(id), req.headers_mut());
+                *req.body_mut() = http_body_util::Full::new(body);
+                req
+            })
+            .await
+            .map(|(status, _, _)| status);
+        if last == Ok(http::StatusCode::ACCEPTED) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    status
+    last
+}
+
+/// The logs of every process, for a failure message.
+fn logs(provisioner: &Provisioner, dispatchers: &[&Dispatcher]) -> String {
+    let mut out = format!("provisioner log:\n{}", provisioner.log());
+    for d in dispatchers {
+        out.push_str(&format!(
+            "\n---- dispatcher {} log:\n{}",
+            d.ingress,
+            d.log()
+        ));
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,21 +229,28 @@ async fn standalone_provisioner_runs_all_three_backends() {
         provisioner.log()
     );
     bin_dir();
-    let _memory_dispatcher = memory.start(
+    let memory_dispatcher = memory.start(
         bin_dir().join("inmemory-dispatcher"),
         Vec::new(),
         provisioner.contract("inmemory"),
     );
-    let _kafka_dispatcher = kafka.start(
+    let kafka_dispatcher = kafka.start(
         kafka_dispatcher_bin(),
         Vec::new(),
         provisioner.contract("kafka"),
     );
-    let _nats_dispatcher = nats_slot.start(
+    let nats_dispatcher = nats_slot.start(
         nats_dispatcher_bin(),
         tests::nats::dispatcher_args(&nats.url()),
         provisioner.contract("nats"),
     );
+
+    let all_logs = || {
+        logs(
+            &provisioner,
+            &[&memory_dispatcher, &kafka_dispatcher, &nats_dispatcher],
+        )
+    };
 
     // Every channel and subscription becomes Ready, channels with the
     // address of their backend's dispatcher.
@@ -310,7 +340,9 @@ async fn standalone_provisioner_runs_all_three_backends() {
         let url = format!("http://{}/shop/{name}", slot.ingress);
         assert_eq!(
             post(&client, &url, &format!("{name}-1")).await,
-            http::StatusCode::ACCEPTED
+            Ok(http::StatusCode::ACCEPTED),
+            "{}",
+            all_logs()
         );
     }
     sink.wait_for(3, WAIT).await;
@@ -358,7 +390,9 @@ async fn standalone_provisioner_runs_all_three_backends() {
     let url = format!("http://{}/shop/audit", nats_slot.ingress);
     assert_eq!(
         post(&client, &url, "audit-2").await,
-        http::StatusCode::ACCEPTED
+        Ok(http::StatusCode::ACCEPTED),
+        "{}",
+        all_logs()
     );
     assert!(tests::eventually(WAIT, || sink.ids().contains(&"audit-2".to_owned())).await);
 
@@ -387,16 +421,14 @@ async fn standalone_provisioner_runs_all_three_backends() {
         let url = format!("http://{}/shop/{name}", slot.ingress);
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            let status = client
-                .post_binary(&url, &event(&format!("{name}-late")))
-                .await
-                .0;
-            if status == http::StatusCode::NOT_FOUND {
+            let status = post(&client, &url, &format!("{name}-late")).await;
+            if status == Ok(http::StatusCode::NOT_FOUND) {
                 break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{name} still answers {status}"
+                "{name} still answers {status:?}; {}",
+                all_logs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -410,7 +442,9 @@ async fn standalone_provisioner_runs_all_three_backends() {
     let url = format!("http://{}/shop/orders", memory.ingress);
     assert_eq!(
         post(&client, &url, "orders-2").await,
-        http::StatusCode::ACCEPTED
+        Ok(http::StatusCode::ACCEPTED),
+        "{}",
+        all_logs()
     );
     assert!(tests::eventually(WAIT, || sink.ids().contains(&"orders-2".to_owned())).await);
 }

@@ -72,11 +72,48 @@ impl ProvisioningArgs {
     }
 }
 
+/// Longest wait for an unreachable dispatcher to confirm it stopped serving
+/// a removed channel before its topic or stream is deleted anyway.
+pub const DELETE_GRACE: Duration = Duration::from_secs(30);
+
+/// A channel taken out of its backend's contract, whose backing resource
+/// waits for the dispatcher to confirm.
+#[derive(Debug, Clone)]
+struct Removal {
+    backend: BackendKind,
+    /// The first contract generation written without the channel.
+    generation: Option<u64>,
+    since: Instant,
+}
+
+/// Whether a dispatcher has stopped serving what a contract generation
+/// removed: it applied that generation, or none is configured to ask, or it
+/// has not answered for [`DELETE_GRACE`].
+pub fn dispatcher_released(
+    observation: Option<&DispatcherObservation>,
+    generation: Option<u64>,
+    since: Instant,
+) -> bool {
+    match observation {
+        None | Some(DispatcherObservation::Unconfigured) => true,
+        Some(DispatcherObservation::Unreachable(_)) => since.elapsed() >= DELETE_GRACE,
+        Some(DispatcherObservation::Report(r)) => match (r.generation, generation) {
+            (Some(applied), Some(wanted)) => applied >= wanted,
+            _ => false,
+        },
+    }
+}
+
 /// Provisioning state carried from one reconcile to the next.
+///
+/// A removed channel's topic or stream is deleted only once its dispatcher
+/// applied the contract without it: deleting a topic under a live consumer
+/// is never what anyone wants, and crashed librdkafka 2.12 against tansu.
 #[derive(Debug)]
 pub struct Cycle {
     pub provisioner: Provisioner,
     pub tracker: Tracker,
+    removals: BTreeMap<ChannelKey, Removal>,
 }
 
 impl Cycle {
@@ -84,6 +121,7 @@ impl Cycle {
         Cycle {
             provisioner,
             tracker,
+            removals: BTreeMap::new(),
         }
     }
 
@@ -132,6 +170,21 @@ impl Cycle {
             if !wanted.contains(key) {
                 self.tracker
                     .delete_later(key.clone(), contract.clone(), now);
+                self.removals.entry(key.clone()).or_insert(Removal {
+                    backend: contract.backend,
+                    generation: None,
+                    since: now,
+                });
+            }
+        }
+    }
+
+    /// Note that `backend`'s contract was written at `generation`: channels
+    /// removed before it wait for the dispatcher to apply it.
+    pub fn contract_written(&mut self, backend: BackendKind, generation: u64) {
+        for removal in self.removals.values_mut() {
+            if removal.backend == backend && removal.generation.is_none() {
+                removal.generation = Some(generation);
             }
         }
     }
@@ -153,15 +206,26 @@ impl Cycle {
         })
     }
 
-    /// Delete the backing resources whose deletion is due (call after the
-    /// dispatchers were told to stop serving them). The keys deleted.
-    pub async fn delete_due(&mut self) -> Vec<ChannelKey> {
+    /// Delete the backing resources whose deletion is due and whose
+    /// dispatcher released them (see [`dispatcher_released`]). The keys
+    /// deleted.
+    pub async fn delete_due(
+        &mut self,
+        dispatchers: &BTreeMap<BackendKind, DispatcherObservation>,
+    ) -> Vec<ChannelKey> {
         let mut deleted = Vec::new();
         for (key, contract) in self.tracker.deletions_due(Instant::now()) {
+            if let Some(r) = self.removals.get(&key) {
+                if !dispatcher_released(dispatchers.get(&r.backend), r.generation, r.since) {
+                    tracing::debug!(channel = %contract.key(), "deletion waits for the dispatcher to stop serving the channel");
+                    continue;
+                }
+            }
             let result = self.provisioner.deprovision(&contract).await;
             match &result {
                 Ok(()) => {
                     tracing::info!(channel = %contract.key(), backend = %contract.backend, "backing resource deleted");
+                    self.removals.remove(&key);
                     deleted.push(key.clone());
                 }
                 Err(e) => {
@@ -251,4 +315,43 @@ pub fn as_base(mut url: Url) -> Url {
         url.set_path(&path);
     }
     url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(generation: u64) -> DispatcherObservation {
+        DispatcherObservation::Report(Box::new(DispatcherStatus {
+            generation: Some(generation),
+            backend: "kafka".into(),
+            channels: Vec::new(),
+            problems: Vec::new(),
+            last_error: None,
+        }))
+    }
+
+    #[test]
+    fn a_backing_resource_waits_until_its_dispatcher_applied_the_removal() {
+        let now = Instant::now();
+        assert!(!dispatcher_released(Some(&applied(4)), Some(5), now));
+        assert!(dispatcher_released(Some(&applied(5)), Some(5), now));
+        assert!(dispatcher_released(Some(&applied(6)), Some(5), now));
+        // Not written yet: nothing to have applied.
+        assert!(!dispatcher_released(Some(&applied(6)), None, now));
+        // No dispatcher to ask: nothing to wait for.
+        assert!(dispatcher_released(None, Some(5), now));
+        assert!(dispatcher_released(
+            Some(&DispatcherObservation::Unconfigured),
+            Some(5),
+            now
+        ));
+        // A silent dispatcher is waited for, within a bound.
+        let down = DispatcherObservation::Unreachable("refused".into());
+        assert!(!dispatcher_released(Some(&down), Some(5), now));
+        let long_ago = now.checked_sub(DELETE_GRACE + Duration::from_secs(1));
+        if let Some(long_ago) = long_ago {
+            assert!(dispatcher_released(Some(&down), Some(5), long_ago));
+        }
+    }
 }

@@ -314,6 +314,7 @@ impl Reconciler {
             match write_atomically(&path, &next) {
                 Ok(()) => {
                     tracing::info!(backend = %backend, generation = next.generation, channels = next.channels.len(), path = %path.display(), "contract written");
+                    self.cycle.contract_written(backend, next.generation);
                     self.written.insert(backend, next);
                 }
                 Err(e) => {
@@ -323,12 +324,14 @@ impl Reconciler {
             }
         }
 
-        // 3. Delete the resources of removed channels (after the dispatchers
-        //    were told to stop serving them).
-        self.cycle.delete_due().await;
-
-        // 4. What the dispatchers applied.
+        // 3. What the dispatchers applied.
         let polled = poll_dispatchers(&self.client, &self.dispatcher_urls(true)).await;
+
+        // 4. Delete the resources of removed channels, once their
+        //    dispatcher stopped serving them.
+        let observed: BTreeMap<BackendKind, DispatcherObservation> =
+            polled.iter().map(|(b, _, o)| (*b, o.clone())).collect();
+        self.cycle.delete_due(&observed).await;
 
         // 5. Status.
         let mut obs = Observations {

@@ -29,7 +29,7 @@
 //!    changes.
 
 use super::crd;
-use crate::cycle::{as_base, poll_dispatchers, Cycle, HttpClient};
+use crate::cycle::{as_base, dispatcher_released, poll_dispatchers, Cycle, HttpClient};
 use crate::reconcile::{channel_key, plan, Addressing, ChannelKey, Plan};
 use crate::status::{self, ConditionStatus, DispatcherObservation, Observations, ResourceStatus};
 use channel_core::compile::{compile, Problem};
@@ -42,7 +42,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use url::Url;
 
 /// Held by every channel until its backing resource is deleted.
@@ -176,6 +176,8 @@ pub struct Outcome {
     pub resources: Vec<ResourceStatus>,
     /// API calls that failed (retried next round).
     pub errors: Vec<String>,
+    /// A deletion waits for a dispatcher: run again soon.
+    pub waiting: bool,
 }
 
 /// The controller's state across rounds.
@@ -190,6 +192,8 @@ pub struct Controller {
     /// ExternalName Services applied by this process: (namespace, name) →
     /// (target host, owner uid).
     services: BTreeMap<(String, String), (String, String)>,
+    /// When each deleting channel was first seen deleting.
+    deleting_since: BTreeMap<ChannelKey, Instant>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -313,6 +317,7 @@ impl Controller {
             recorder,
             written: BTreeMap::new(),
             services: BTreeMap::new(),
+            deleting_since: BTreeMap::new(),
         }
     }
 
@@ -756,6 +761,7 @@ impl Controller {
             match self.apply_contract(&next, backend).await {
                 Ok(()) => {
                     tracing::info!(backend = %backend, generation = next.generation, channels = next.channels.len(), "contract written");
+                    self.cycle.contract_written(backend, next.generation);
                     self.written.insert(backend, next);
                 }
                 Err(e) => note(&mut errors, format!("writing the {backend} contract"), e),
@@ -799,48 +805,7 @@ impl Controller {
             }
         }
 
-        // 6. Deleted channels: out of the contract (above), then their
-        //    backing resource, then the finalizer.
-        for channel in &snap.channels {
-            if channel.metadata.deletion_timestamp.is_none()
-                || !channel.finalizers().iter().any(|f| f == FINALIZER)
-            {
-                continue;
-            }
-            if let Some(contract) = self.contract_of_deleting(channel, snap, &previous) {
-                if let Err(e) = self.cycle.provisioner.deprovision(&contract).await {
-                    tracing::warn!(channel = %contract.key(), error = %e, "deleting the backing resource failed; the finalizer stays");
-                    errors.push(format!("deleting {}: {e}", contract.key()));
-                    continue;
-                }
-                tracing::info!(channel = %contract.key(), backend = %contract.backend, "backing resource deleted");
-            }
-            let finalizers: Vec<String> = channel
-                .finalizers()
-                .iter()
-                .filter(|f| *f != FINALIZER)
-                .cloned()
-                .collect();
-            match self.set_finalizers(channel, finalizers).await {
-                Ok(()) => {
-                    self.services
-                        .remove(&(channel.namespace().unwrap_or_default(), channel.name_any()));
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => note(
-                    &mut errors,
-                    format!(
-                        "removing the finalizer of {} {}",
-                        kind_of(channel),
-                        channel.name_any()
-                    ),
-                    e,
-                ),
-            }
-        }
-        self.cycle.delete_due().await;
-
-        // 7. Dispatchers and status.
+        // 6. What the dispatchers applied.
         let mut admins = self.settings.dispatcher_admin.clone();
         for class in &snap.classes {
             if let Some(url) = class
@@ -875,6 +840,72 @@ impl Controller {
             }
             obs.dispatchers.insert(backend, observation);
         }
+        let mut waiting = false;
+        // 7. Deleted channels: out of the contract (above); once their
+        //    dispatcher applied that, their backing resource; then the
+        //    finalizer.
+        for channel in &snap.channels {
+            if channel.metadata.deletion_timestamp.is_none()
+                || !channel.finalizers().iter().any(|f| f == FINALIZER)
+            {
+                continue;
+            }
+            if let Some(contract) = self.contract_of_deleting(channel, snap, &previous) {
+                let key = channel_key(&contract);
+                let since = *self
+                    .deleting_since
+                    .entry(key.clone())
+                    .or_insert_with(Instant::now);
+                let served = previous.contains_key(&key);
+                let generation = self.written.get(&contract.backend).map(|c| c.generation);
+                if served
+                    && !dispatcher_released(
+                        obs.dispatchers.get(&contract.backend),
+                        generation,
+                        since,
+                    )
+                {
+                    tracing::debug!(channel = %contract.key(), "deletion waits for the dispatcher to stop serving the channel");
+                    waiting = true;
+                    continue;
+                }
+                if let Err(e) = self.cycle.provisioner.deprovision(&contract).await {
+                    tracing::warn!(channel = %contract.key(), error = %e, "deleting the backing resource failed; the finalizer stays");
+                    errors.push(format!("deleting {}: {e}", contract.key()));
+                    continue;
+                }
+                tracing::info!(channel = %contract.key(), backend = %contract.backend, "backing resource deleted");
+            }
+            let finalizers: Vec<String> = channel
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            match self.set_finalizers(channel, finalizers).await {
+                Ok(()) => {
+                    self.services
+                        .remove(&(channel.namespace().unwrap_or_default(), channel.name_any()));
+                    self.deleting_since.remove(&(
+                        channel.namespace().unwrap_or_default(),
+                        channel.name_any(),
+                        kind_of(channel),
+                    ));
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => note(
+                    &mut errors,
+                    format!(
+                        "removing the finalizer of {} {}",
+                        kind_of(channel),
+                        channel.name_any()
+                    ),
+                    e,
+                ),
+            }
+        }
+        self.cycle.delete_due(&obs.dispatchers).await;
+
         let mut resources = status::compute(&plan, &obs);
         // An object both planned and a problem (e.g. an unresolvable
         // dead-letter sink) reports the problem.
@@ -915,7 +946,11 @@ impl Controller {
                 ),
             }
         }
-        Outcome { resources, errors }
+        Outcome {
+            resources,
+            errors,
+            waiting,
+        }
     }
 }
 

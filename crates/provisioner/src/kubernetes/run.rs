@@ -432,7 +432,7 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
                 ])
                 .inc();
         }
-        if !outcome.errors.is_empty() {
+        if !outcome.errors.is_empty() || outcome.waiting {
             // Retry soon rather than at the next resync.
             let wake = wake.clone();
             tokio::spawn(async move {
