@@ -77,6 +77,13 @@ enum Command {
         size: usize,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// Consumer groups, one consumer each, every group reading the
+        /// whole topic and committing (like one channel subscription each).
+        #[arg(long, default_value_t = 1)]
+        groups: usize,
+        /// How long to wait after producing for every group to catch up.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_limit: Duration,
         /// Extra producer properties, `key=value` (repeatable).
         #[arg(long = "producer-config")]
         producer_config: Vec<String>,
@@ -350,6 +357,8 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             size,
             partitions,
+            groups,
+            drain_limit,
             producer_config,
         } => {
             let config: Vec<(String, String)> = producer_config
@@ -357,7 +366,17 @@ async fn main() -> anyhow::Result<()> {
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
-            raw::kafka(&bootstrap, size, duration, concurrency, partitions, &config).await
+            raw::kafka(raw::KafkaRun {
+                bootstrap: &bootstrap,
+                size,
+                duration,
+                concurrency,
+                partitions,
+                groups,
+                drain_limit,
+                producer_config: &config,
+            })
+            .await
         }
         Command::Sink {
             listen,

@@ -142,21 +142,51 @@ pub async fn nats(
     Ok(())
 }
 
+/// One raw Kafka baseline run (see [`kafka`]).
+#[derive(Debug)]
+pub struct KafkaRun<'a> {
+    pub bootstrap: &'a str,
+    /// Record value size in bytes.
+    pub size: usize,
+    /// How long the producer sends.
+    pub duration: Duration,
+    /// Sends in flight.
+    pub concurrency: usize,
+    /// Partitions of the fresh topic.
+    pub partitions: i32,
+    /// Consumer groups, each reading the whole topic.
+    pub groups: usize,
+    /// Bound on the wait for every group to catch up after producing.
+    pub drain_limit: Duration,
+    /// Extra librdkafka producer properties.
+    pub producer_config: &'a [(String, String)],
+}
+
 /// Kafka: an idempotent `acks=all` producer with `concurrency` sends in
-/// flight, while a consumer group consumes the topic and commits what it
+/// flight, while `groups` consumer groups (one consumer each, like one
+/// channel subscription each) consume the whole topic and commit what they
 /// consumed (stored offsets, committed every second, like the channel).
-pub async fn kafka(
-    bootstrap: &str,
-    size: usize,
-    duration: Duration,
-    concurrency: usize,
-    partitions: i32,
-    producer_config: &[(String, String)],
-) -> anyhow::Result<()> {
+///
+/// Reported: `consumed_per_s` is the events/s every group consumed (the
+/// slowest group's count over the time until all groups caught up, bounded
+/// by `drain_limit`), `deliveries_per_s` the records/s consumed summed over
+/// the groups; with one group they are the same.
+pub async fn kafka(run: KafkaRun<'_>) -> anyhow::Result<()> {
+    let KafkaRun {
+        bootstrap,
+        size,
+        duration,
+        concurrency,
+        partitions,
+        groups,
+        drain_limit,
+        producer_config,
+    } = run;
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::producer::{FutureProducer, FutureRecord};
+    let groups = groups.max(1);
     let topic = format!("raw-bench-{}", std::process::id());
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -180,24 +210,33 @@ pub async fn kafka(
         pc.set(k, v);
     }
     let producer: FutureProducer = pc.create()?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("{topic}-group"))
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[&topic])?;
+    // Every group counts what it consumed; the shared counters hold the
+    // producer's side and the sum.
     let c = counters();
+    let per_group: Arc<Vec<AtomicU64>> = Arc::new((0..groups).map(|_| AtomicU64::new(0)).collect());
+    let mut consumers = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("{topic}-group-{g}"))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        consumer.subscribe(&[&topic])?;
+        consumers.push(consumer);
+    }
     let start = Instant::now();
-    let consume = {
-        let c = c.clone();
-        tokio::spawn(async move {
+    let mut consume = Vec::with_capacity(groups);
+    for (g, consumer) in consumers.into_iter().enumerate() {
+        let (c, per_group) = (c.clone(), per_group.clone());
+        consume.push(tokio::spawn(async move {
             while !c.stop.load(Ordering::Relaxed) {
                 match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
                     Ok(Ok(m)) => {
                         if consumer.store_offset_from_message(&m).is_ok() {
+                            per_group[g].fetch_add(1, Ordering::Relaxed);
                             c.consumed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -207,8 +246,8 @@ pub async fn kafka(
                     Err(_) => {}
                 }
             }
-        })
-    };
+        }));
+    }
     let data = vec![b'x'; size];
     let mut publishers = Vec::new();
     for w in 0..concurrency.max(1) {
@@ -230,10 +269,43 @@ pub async fn kafka(
         let _ = p.await;
     }
     let elapsed = start.elapsed();
-    let consumed_elapsed = drain(&c, start, Duration::from_secs(30)).await;
+    // Until every group consumed everything published (bounded).
+    let deadline = Instant::now() + drain_limit;
+    let slowest = |pg: &[AtomicU64]| {
+        pg.iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    };
+    while slowest(&per_group) < c.published.load(Ordering::Relaxed) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let consumed_elapsed = start.elapsed();
     c.stop.store(true, Ordering::Relaxed);
-    let _ = consume.await;
-    println!("{}", report(&c, elapsed, consumed_elapsed));
+    for t in consume {
+        let _ = t.await;
+    }
+    let published = c.published.load(Ordering::Relaxed);
+    let all = slowest(&per_group);
+    let deliveries = c.consumed.load(Ordering::Relaxed);
+    let secs = consumed_elapsed.as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "groups": groups,
+            "published": published,
+            "consumed": all,
+            "consumed_per_group": per_group.iter().map(|n| n.load(Ordering::Relaxed)).collect::<Vec<_>>(),
+            "complete": all >= published,
+            "deliveries": deliveries,
+            "errors": c.errors.load(Ordering::Relaxed),
+            "elapsed_s": elapsed.as_secs_f64(),
+            "consumed_elapsed_s": secs,
+            "published_per_s": published as f64 / elapsed.as_secs_f64(),
+            "consumed_per_s": all as f64 / secs,
+            "deliveries_per_s": deliveries as f64 / secs,
+        })
+    );
     let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
     Ok(())
 }
