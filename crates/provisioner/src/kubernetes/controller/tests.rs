@@ -423,3 +423,54 @@ async fn a_status_patch_conflict_is_retried_on_the_fresh_object() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_reference_to_any_addressable_resolves_to_its_address() {
+    let state = Shared::default();
+    seed(&state);
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        // Discovery for serving.knative.dev/v1, as the API server lists it.
+        s.put(
+            "/apis/serving.knative.dev/v1",
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "serving.knative.dev/v1",
+                   "resources": [
+                       {"name": "services", "singularName": "service", "namespaced": true, "kind": "Service",
+                        "verbs": ["get", "list", "watch"], "shortNames": ["ksvc"]},
+                       {"name": "services/status", "singularName": "", "namespaced": true, "kind": "Service",
+                        "verbs": ["get", "patch"]}]}),
+        );
+        s.put(
+            "/apis/serving.knative.dev/v1/namespaces/shop/services/web",
+            json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                   "metadata": {"name": "web", "namespace": "shop", "uid": "web-uid"},
+                   "status": {"address": {"url": "http://web.shop.svc.cluster.local"}}}),
+        );
+        let mut sub = s.objects[SUB_PATH].clone();
+        sub["spec"]["subscriber"] = json!({"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "web"}, "uri": "/in"});
+        s.put(SUB_PATH, sub);
+    }
+    let mut c = controller(client(state.clone()), None);
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let map = object(&state, CONTRACT_PATH);
+    let contract = Contract::from_json(
+        map["data"]["inmemory.json"]
+            .as_str()
+            .expect("data")
+            .as_bytes(),
+    )
+    .expect("contract");
+    assert_eq!(
+        contract.channels[0].subscriptions[0]
+            .subscriber
+            .as_ref()
+            .map(Url::as_str),
+        Some("http://web.shop.svc.cluster.local/in")
+    );
+    let sub = object(&state, SUB_PATH);
+    assert_eq!(
+        sub["status"]["physicalSubscription"]["subscriberUri"],
+        "http://web.shop.svc.cluster.local/in"
+    );
+}
