@@ -5,7 +5,7 @@
 
 use crate::provision::{Provisioner, Schedule, Tracker};
 use crate::reconcile::{channel_key, contracts_for, ChannelKey, Plan};
-use crate::status::{DispatcherObservation, Provisioning};
+use crate::status::{DispatcherObservation, Observations, Provisioning};
 use bytes::Bytes;
 use channel_core::{BackendKind, ChannelContract};
 use channel_nats::cli::NatsArgs;
@@ -235,6 +235,23 @@ impl Cycle {
             self.tracker.deleted(&key, result, Instant::now());
         }
         deleted
+    }
+
+    /// What status is computed from, but for the dispatchers: the
+    /// provisioning state of every planned channel, which channels the
+    /// contracts list, and the contracts' generations.
+    pub fn observations(
+        &self,
+        plan: &Plan,
+        in_contract: BTreeMap<ChannelKey, bool>,
+        written: &BTreeMap<BackendKind, channel_core::Contract>,
+    ) -> Observations {
+        Observations {
+            provisioning: self.provisioning(plan),
+            in_contract,
+            generations: written.iter().map(|(b, c)| (*b, c.generation)).collect(),
+            ..Observations::default()
+        }
     }
 
     /// The provisioning state of every planned channel.

@@ -21,7 +21,7 @@
 
 use crate::cycle::{as_base, http_client, poll_dispatchers, Cycle, HttpClient, ProvisioningArgs};
 use crate::reconcile::{channel_key, plan, Addressing, ChannelKey};
-use crate::status::{self, DispatcherObservation, Observations, ResourceStatus};
+use crate::status::{self, DispatcherObservation, ResourceStatus};
 use anyhow::Context as _;
 use bytes::Bytes;
 use channel_core::manifests::{load_paths, Manifests};
@@ -334,16 +334,7 @@ impl Reconciler {
         self.cycle.delete_due(&observed).await;
 
         // 5. Status.
-        let mut obs = Observations {
-            in_contract,
-            generations: self
-                .written
-                .iter()
-                .map(|(b, c)| (*b, c.generation))
-                .collect(),
-            ..Observations::default()
-        };
-        obs.provisioning = self.cycle.provisioning(&plan);
+        let mut obs = self.cycle.observations(&plan, in_contract, &self.written);
         let mut dispatchers = BTreeMap::new();
         for (backend, admin, observation) in polled {
             let (applied, error) = match &observation {

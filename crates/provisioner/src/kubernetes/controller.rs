@@ -31,7 +31,7 @@
 use super::crd;
 use crate::cycle::{as_base, dispatcher_released, poll_dispatchers, Cycle, HttpClient};
 use crate::reconcile::{channel_key, plan, Addressing, ChannelKey, Plan};
-use crate::status::{self, ConditionStatus, DispatcherObservation, Observations, ResourceStatus};
+use crate::status::{self, ConditionStatus, DispatcherObservation, ResourceStatus};
 use channel_core::compile::{compile, Problem};
 use channel_core::manifests::{load_str, Manifests};
 use channel_core::resources::{ChannelKind, Destination};
@@ -819,16 +819,7 @@ impl Controller {
             }
         }
         let admins = admins.into_iter().map(|(b, u)| (b, as_base(u))).collect();
-        let mut obs = Observations {
-            provisioning: self.cycle.provisioning(&plan),
-            in_contract,
-            generations: self
-                .written
-                .iter()
-                .map(|(b, c)| (*b, c.generation))
-                .collect(),
-            ..Observations::default()
-        };
+        let mut obs = self.cycle.observations(&plan, in_contract, &self.written);
         for (backend, contract) in &contracts {
             obs.generations
                 .entry(*backend)

@@ -164,6 +164,18 @@ fn object(state: &Shared, path: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The in-memory contract the controller wrote into its ConfigMap.
+fn written_contract(state: &Shared) -> Contract {
+    let map = object(state, CONTRACT_PATH);
+    Contract::from_json(
+        map["data"]["inmemory.json"]
+            .as_str()
+            .expect("data")
+            .as_bytes(),
+    )
+    .expect("contract")
+}
+
 fn ready(o: &Value) -> (String, String) {
     let c = o["status"]["conditions"]
         .as_array()
@@ -355,14 +367,7 @@ async fn deleting_a_channel_removes_it_from_the_contract_then_the_finalizer() {
     }
     let outcome = c.reconcile(&snapshot(&state)).await;
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-    let map = object(&state, CONTRACT_PATH);
-    let contract = Contract::from_json(
-        map["data"]["inmemory.json"]
-            .as_str()
-            .expect("data")
-            .as_bytes(),
-    )
-    .expect("contract");
+    let contract = written_contract(&state);
     assert!(
         contract.channels.is_empty(),
         "the channel left the contract"
@@ -453,14 +458,7 @@ async fn a_reference_to_any_addressable_resolves_to_its_address() {
     let mut c = controller(client(state.clone()), None);
     let outcome = c.reconcile(&snapshot(&state)).await;
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-    let map = object(&state, CONTRACT_PATH);
-    let contract = Contract::from_json(
-        map["data"]["inmemory.json"]
-            .as_str()
-            .expect("data")
-            .as_bytes(),
-    )
-    .expect("contract");
+    let contract = written_contract(&state);
     assert_eq!(
         contract.channels[0].subscriptions[0]
             .subscriber
