@@ -16,7 +16,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use std::sync::Arc;
 
-fn respond(
+/// A response with a status, a content type and a body (also used by the
+/// provisioner's own status servers).
+pub fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,

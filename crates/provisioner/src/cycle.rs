@@ -274,35 +274,55 @@ pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-/// Ask a dispatcher for its `/status`.
-pub async fn poll_dispatcher(client: &HttpClient, admin: &Url) -> DispatcherObservation {
-    let uri = match admin.join("status") {
-        Ok(u) => u.to_string(),
-        Err(e) => return DispatcherObservation::Unreachable(e.to_string()),
-    };
-    let request = match Request::get(&uri).body(Empty::new()) {
-        Ok(r) => r,
-        Err(e) => return DispatcherObservation::Unreachable(e.to_string()),
-    };
+/// `GET <base>/<path>` as JSON of type `T`, within `timeout`; the error
+/// names the URL and what went wrong (`what` is the document expected).
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &HttpClient,
+    base: &Url,
+    path: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<T, String> {
+    let uri = base.join(path).map_err(|e| e.to_string())?.to_string();
+    let request = Request::get(&uri)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
     let answer = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("GET {uri}: {e}"))?;
         let status = response.status();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("GET {uri}: {e}"))?
             .to_bytes();
         if !status.is_success() {
             return Err(format!("GET {uri}: {status}"));
         }
-        serde_json::from_slice::<DispatcherStatus>(&body)
-            .map_err(|e| format!("GET {uri}: not a dispatcher status: {e}"))
+        serde_json::from_slice::<T>(&body).map_err(|e| format!("GET {uri}: not {what}: {e}"))
     };
-    match tokio::time::timeout(Duration::from_secs(2), answer).await {
-        Ok(Ok(report)) => DispatcherObservation::Report(Box::new(report)),
-        Ok(Err(e)) => DispatcherObservation::Unreachable(e),
-        Err(_) => DispatcherObservation::Unreachable(format!("GET {uri}: no answer within 2s")),
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("GET {uri}: no answer within {timeout:?}")),
+    }
+}
+
+/// Ask a dispatcher for its `/status`.
+pub async fn poll_dispatcher(client: &HttpClient, admin: &Url) -> DispatcherObservation {
+    match get_json::<DispatcherStatus>(
+        client,
+        admin,
+        "status",
+        "a dispatcher status",
+        Duration::from_secs(2),
+    )
+    .await
+    {
+        Ok(report) => DispatcherObservation::Report(Box::new(report)),
+        Err(e) => DispatcherObservation::Unreachable(e),
     }
 }
 

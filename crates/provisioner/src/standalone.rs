@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use channel_core::manifests::{load_paths, Manifests};
 use channel_core::{BackendKind, ChannelContract, Contract};
+use dispatcher::admin::respond;
 use dispatcher::source::{fingerprint, Fingerprint};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -416,18 +417,11 @@ async fn handle(
     report: Arc<Mutex<StatusReport>>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
-    let respond = |status: StatusCode, content_type: &str, body: Vec<u8>| {
-        Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_default()
-    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            b"only GET is supported\n".to_vec(),
+            "only GET is supported\n",
         );
         r.headers_mut().insert(
             http::header::ALLOW,
@@ -443,23 +437,23 @@ async fn handle(
             };
             respond(StatusCode::OK, "application/json", body)
         }
-        "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
             let ready = report.lock().unwrap_or_else(|e| e.into_inner()).reconciled;
             if ready {
-                respond(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                respond(StatusCode::OK, "text/plain", "ready\n")
             } else {
                 respond(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    b"not reconciled yet\n".to_vec(),
+                    "not reconciled yet\n",
                 )
             }
         }
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            b"not found: try /status, /healthz or /readyz\n".to_vec(),
+            "not found: try /status, /healthz or /readyz\n",
         ),
     }
 }

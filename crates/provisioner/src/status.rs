@@ -209,8 +209,13 @@ pub struct Observations {
 pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
     let mut out = Vec::new();
     let mut channel_ready: BTreeMap<(String, String), (ConditionStatus, String)> = BTreeMap::new();
+    // What each channel's dispatcher serves, read once for the channel and
+    // its subscriptions.
+    let mut served = Vec::with_capacity(plan.channels.len());
     for channel in &plan.channels {
-        let (resource, ready) = channel_status(channel, obs);
+        let (dispatcher, serving) = dispatcher_condition(channel, obs);
+        served.push(serving);
+        let (resource, ready) = channel_status(channel, obs, dispatcher, serving);
         let c = &channel.contract;
         // A Channel and its concrete channel share a name: either not ready
         // makes subscriptions wait.
@@ -224,8 +229,8 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
             .or_insert(ready);
         out.push(resource);
     }
-    for channel in &plan.channels {
-        for sub in subscription_statuses(channel, obs, &channel_ready) {
+    for (channel, serving) in plan.channels.iter().zip(served) {
+        for sub in subscription_statuses(channel, serving, &channel_ready) {
             out.push(sub);
         }
     }
@@ -345,6 +350,8 @@ fn dispatcher_condition<'a>(
 fn channel_status(
     channel: &PlannedChannel,
     obs: &Observations,
+    dispatcher: Condition,
+    served: Option<&dispatcher::dataplane::ChannelStatus>,
 ) -> (ResourceStatus, (ConditionStatus, String)) {
     let c = &channel.contract;
     let key = channel_key(c);
@@ -369,7 +376,6 @@ fn channel_status(
             message.clone(),
         ),
     });
-    let (dispatcher, served) = dispatcher_condition(channel, obs);
     conditions.push(dispatcher);
     if let Some(rejected) = &channel.rejected {
         conditions.push(Condition::new(
@@ -439,11 +445,10 @@ fn channel_status(
 
 fn subscription_statuses(
     channel: &PlannedChannel,
-    obs: &Observations,
+    served: Option<&dispatcher::dataplane::ChannelStatus>,
     channel_ready: &BTreeMap<(String, String), (ConditionStatus, String)>,
 ) -> Vec<ResourceStatus> {
     let c = &channel.contract;
-    let (_, served) = dispatcher_condition(channel, obs);
     let (ch_status, ch_message) = channel_ready
         .get(&(c.namespace.clone(), c.name.clone()))
         .cloned()

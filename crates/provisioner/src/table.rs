@@ -3,11 +3,6 @@
 
 use crate::standalone::StatusReport;
 use crate::status::ResourceStatus;
-use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use url::Url;
 
@@ -81,27 +76,20 @@ pub fn render(resources: &[ResourceStatus]) -> String {
 
 /// Fetch the report from a running provisioner.
 pub async fn fetch(url: &Url) -> anyhow::Result<StatusReport> {
-    let uri = url.join("status").context("building the status URL")?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = http::Request::get(uri.as_str()).body(Empty::new())?;
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-        .await
-        .with_context(|| format!("GET {uri}: no answer within 10s"))?
-        .with_context(|| format!("GET {uri}: is the provisioner running?"))?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    anyhow::ensure!(status.is_success(), "GET {uri}: {status}");
-    serde_json::from_slice(&body).with_context(|| format!("GET {uri}: not a provisioner status"))
+    crate::cycle::get_json(
+        &crate::cycle::http_client(),
+        url,
+        "status",
+        "a provisioner status",
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e} (is the provisioner running at {url}?)"))
 }
 
 /// Run `provisioner status`.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let mut base = args.url.clone();
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    let report = fetch(&base).await?;
+    let report = fetch(&crate::cycle::as_base(args.url.clone())).await?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => {

@@ -17,6 +17,7 @@ use crate::status::ConditionStatus;
 use anyhow::Context as _;
 use bytes::Bytes;
 use channel_core::BackendKind;
+use dispatcher::admin::respond;
 use futures_util::StreamExt as _;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -225,29 +226,22 @@ async fn admin(
     synced: Arc<AtomicBool>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
-    let respond = |status: StatusCode, content_type: &'static str, body: String| {
-        Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_default()
-    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "only GET is supported\n".into(),
+            "only GET is supported\n",
         );
     }
     match req.uri().path() {
-        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" if synced.load(Ordering::Relaxed) => {
-            respond(StatusCode::OK, "text/plain", "ready\n".into())
+            respond(StatusCode::OK, "text/plain", "ready\n")
         }
         "/readyz" => respond(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "caches not synced yet\n".into(),
+            "caches not synced yet\n",
         ),
         "/metrics" => respond(
             StatusCode::OK,
@@ -257,7 +251,7 @@ async fn admin(
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /healthz /readyz /metrics\n".into(),
+            "admin endpoints: /healthz /readyz /metrics\n",
         ),
     }
 }
@@ -292,13 +286,12 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
     let classes_writer = Writer::default();
     let subscriptions_writer = Writer::default();
     let maps_writer = Writer::default();
-    let caches = Caches {
+    let mut caches = Caches {
         classes: classes_writer.as_reader(),
         subscriptions: subscriptions_writer.as_reader(),
         contract_maps: maps_writer.as_reader(),
         channels: Vec::new(),
     };
-    let mut caches = caches;
     reflect(
         Api::<crd::ClusterChannelProvisioner>::all(client.clone()),
         classes_writer,
