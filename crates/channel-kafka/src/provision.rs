@@ -47,25 +47,30 @@ fn options() -> AdminOptions {
         .operation_timeout(Some(ADMIN_TIMEOUT))
 }
 
+/// Whether a broker error code is the configuration's fault (retrying
+/// cannot help) or the broker's (it may pass).
+fn code_kind(code: RDKafkaErrorCode) -> BackendErrorKind {
+    match code {
+        RDKafkaErrorCode::InvalidPartitions
+        | RDKafkaErrorCode::InvalidReplicationFactor
+        | RDKafkaErrorCode::InvalidConfig
+        | RDKafkaErrorCode::InvalidTopic
+        | RDKafkaErrorCode::PolicyViolation
+        | RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::SaslAuthenticationFailed
+        | RDKafkaErrorCode::InvalidArgument => BackendErrorKind::Invalid,
+        _ => BackendErrorKind::Unavailable,
+    }
+}
+
 /// Map a client-level Kafka error to a backend error.
 pub fn backend_error(what: &str, e: KafkaError) -> BackendError {
-    let kind = match e.rdkafka_error_code() {
-        Some(
-            RDKafkaErrorCode::InvalidPartitions
-            | RDKafkaErrorCode::InvalidReplicationFactor
-            | RDKafkaErrorCode::InvalidConfig
-            | RDKafkaErrorCode::InvalidTopic
-            | RDKafkaErrorCode::PolicyViolation
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::InvalidArgument,
-        ) => BackendErrorKind::Invalid,
-        _ => match e {
-            KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => {
-                BackendErrorKind::Invalid
-            }
-            _ => BackendErrorKind::Unavailable,
-        },
+    let kind = match (e.rdkafka_error_code(), &e) {
+        (Some(code), _) => code_kind(code),
+        (None, KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..)) => {
+            BackendErrorKind::Invalid
+        }
+        (None, _) => BackendErrorKind::Unavailable,
     };
     BackendError::new(kind, format!("{what}: {e}")).with_source(e)
 }
@@ -99,17 +104,8 @@ pub async fn ensure_topic(
                 align_retention(admin, topic, &retention).await?;
             }
             Err((_, code)) => {
-                let kind = match code {
-                    RDKafkaErrorCode::InvalidPartitions
-                    | RDKafkaErrorCode::InvalidReplicationFactor
-                    | RDKafkaErrorCode::InvalidConfig
-                    | RDKafkaErrorCode::InvalidTopic
-                    | RDKafkaErrorCode::PolicyViolation
-                    | RDKafkaErrorCode::TopicAuthorizationFailed => BackendErrorKind::Invalid,
-                    _ => BackendErrorKind::Unavailable,
-                };
                 return Err(BackendError::new(
-                    kind,
+                    code_kind(code),
                     format!("creating topic {topic}: {code}"),
                 ));
             }
@@ -186,14 +182,8 @@ async fn align_retention(admin: &Admin, topic: &str, wanted: &str) -> Result<(),
     };
     for result in results {
         if let Err((_, code)) = result {
-            let kind = match code {
-                RDKafkaErrorCode::InvalidConfig
-                | RDKafkaErrorCode::PolicyViolation
-                | RDKafkaErrorCode::TopicAuthorizationFailed => BackendErrorKind::Invalid,
-                _ => BackendErrorKind::Unavailable,
-            };
             return Err(BackendError::new(
-                kind,
+                code_kind(code),
                 format!("changing the retention of {topic} to {wanted} ms: {code}"),
             ));
         }
