@@ -20,41 +20,57 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// `messaging.knative.dev/v1` `Channel`: a channel whose backend its class
-/// (`spec.provisioner`, the `spec.channelTemplate` kind, or the default
-/// class) chooses.
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "messaging.knative.dev",
-    version = "v1",
-    kind = "Channel",
-    namespaced,
-    status = "ChannelStatus",
-    shortname = "ch",
-    category = "all",
-    category = "knative",
-    category = "messaging",
-    category = "channel",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.address.url"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct ChannelSpec {
-    /// The concrete channel kind (and its spec) backing this channel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_template: Option<ChannelTemplate>,
-    /// The ClusterChannelProvisioner class serving this channel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provisioner: Option<ProvisionerRef>,
-    /// Delivery defaults for subscriptions that set none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<DeliverySpec>,
-    /// Written by Knative's own controllers; not used here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "channel_core::resources::any_value")]
-    pub subscribers: Option<serde_json::Value>,
+/// A channel kind: namespaced, Knative's channel status, and the columns
+/// `kubectl get` shows for Knative channels (READY, REASON, URL, AGE).
+macro_rules! channel_kind {
+    (
+        $(#[$doc:meta])*
+        version = $version:tt, kind = $kind:tt, shortname = $short:tt,
+        pub struct $name:ident { $($body:tt)* }
+    ) => {
+        $(#[$doc])*
+        #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[kube(
+            group = "messaging.knative.dev",
+            version = $version,
+            kind = $kind,
+            namespaced,
+            status = "ChannelStatus",
+            shortname = $short,
+            category = "all",
+            category = "knative",
+            category = "messaging",
+            category = "channel",
+            printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+            printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+            printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.address.url"}"#,
+            printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+        )]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name { $($body)* }
+    };
+}
+
+channel_kind! {
+    /// `messaging.knative.dev/v1` `Channel`: a channel whose backend its class
+    /// (`spec.provisioner`, the `spec.channelTemplate` kind, or the default
+    /// class) chooses.
+    version = "v1", kind = "Channel", shortname = "ch",
+    pub struct ChannelSpec {
+        /// The concrete channel kind (and its spec) backing this channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub channel_template: Option<ChannelTemplate>,
+        /// The ClusterChannelProvisioner class serving this channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provisioner: Option<ProvisionerRef>,
+        /// Delivery defaults for subscriptions that set none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub delivery: Option<DeliverySpec>,
+        /// Written by Knative's own controllers; not used here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "channel_core::resources::any_value")]
+        pub subscribers: Option<serde_json::Value>,
+    }
 }
 
 /// `messaging.knative.dev/v1` `Subscription`: delivers a channel's events
@@ -86,106 +102,61 @@ pub struct SubscriptionSpec {
     pub delivery: Option<DeliverySpec>,
 }
 
-/// `messaging.knative.dev/v1` `InMemoryChannel`.
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "messaging.knative.dev",
-    version = "v1",
-    kind = "InMemoryChannel",
-    namespaced,
-    status = "ChannelStatus",
-    shortname = "imc",
-    category = "all",
-    category = "knative",
-    category = "messaging",
-    category = "channel",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.address.url"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct InMemoryChannelSpec {
-    /// Most events buffered per channel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_events: Option<u64>,
-    /// Most bytes buffered per channel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<DeliverySpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "channel_core::resources::any_value")]
-    pub subscribers: Option<serde_json::Value>,
+channel_kind! {
+    /// `messaging.knative.dev/v1` `InMemoryChannel`.
+    version = "v1", kind = "InMemoryChannel", shortname = "imc",
+    pub struct InMemoryChannelSpec {
+        /// Most events buffered per channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_events: Option<u64>,
+        /// Most bytes buffered per channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_bytes: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub delivery: Option<DeliverySpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "channel_core::resources::any_value")]
+        pub subscribers: Option<serde_json::Value>,
+    }
 }
 
-/// `messaging.knative.dev/v1beta1` `KafkaChannel`.
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "messaging.knative.dev",
-    version = "v1beta1",
-    kind = "KafkaChannel",
-    namespaced,
-    status = "ChannelStatus",
-    shortname = "kc",
-    category = "all",
-    category = "knative",
-    category = "messaging",
-    category = "channel",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.address.url"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct KafkaChannelSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_partitions: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication_factor: Option<i32>,
-    /// ISO-8601 duration, e.g. `PT168H`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention_duration: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<DeliverySpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "channel_core::resources::any_value")]
-    pub subscribers: Option<serde_json::Value>,
+channel_kind! {
+    /// `messaging.knative.dev/v1beta1` `KafkaChannel`.
+    version = "v1beta1", kind = "KafkaChannel", shortname = "kc",
+    pub struct KafkaChannelSpec {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub num_partitions: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub replication_factor: Option<i32>,
+        /// ISO-8601 duration, e.g. `PT168H`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub retention_duration: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub delivery: Option<DeliverySpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "channel_core::resources::any_value")]
+        pub subscribers: Option<serde_json::Value>,
+    }
 }
 
-/// `messaging.knative.dev/v1alpha1` `NatsJetStreamChannel`.
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "messaging.knative.dev",
-    version = "v1alpha1",
-    kind = "NatsJetStreamChannel",
-    namespaced,
-    status = "ChannelStatus",
-    shortname = "njsc",
-    category = "all",
-    category = "knative",
-    category = "messaging",
-    category = "channel",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.address.url"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct NatsJetStreamChannelSpec {
-    /// eventing-natss's stream settings (`overrideName`, `config`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "channel_core::resources::free_form")]
-    pub stream: Option<serde_json::Value>,
-    /// Stream limits as flat parameters (`maxAge`, `maxBytes`, ...).
-    #[serde(flatten)]
-    #[schemars(skip)]
-    pub parameters: BTreeMap<String, serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<DeliverySpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "channel_core::resources::any_value")]
-    pub subscribers: Option<serde_json::Value>,
+channel_kind! {
+    /// `messaging.knative.dev/v1alpha1` `NatsJetStreamChannel`.
+    version = "v1alpha1", kind = "NatsJetStreamChannel", shortname = "njsc",
+    pub struct NatsJetStreamChannelSpec {
+        /// eventing-natss's stream settings (`overrideName`, `config`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "channel_core::resources::free_form")]
+        pub stream: Option<serde_json::Value>,
+        /// Stream limits as flat parameters (`maxAge`, `maxBytes`, ...).
+        #[serde(flatten)]
+        #[schemars(skip)]
+        pub parameters: BTreeMap<String, serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub delivery: Option<DeliverySpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "channel_core::resources::any_value")]
+        pub subscribers: Option<serde_json::Value>,
+    }
 }
 
 /// `eventing.knative.dev/v1alpha1` `ClusterChannelProvisioner`: a channel
