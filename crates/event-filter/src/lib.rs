@@ -1,0 +1,3 @@
+//! Knative Trigger filters and CloudEvents SQL.
+//!
+//! (skeleton: being written)
