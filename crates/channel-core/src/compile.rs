@@ -31,15 +31,18 @@
 //! and name, uids derived from kind/namespace/name when the manifests carry
 //! none, so an unchanged input compiles to an unchanged contract.
 
+mod broker;
+
 use crate::contract::{
     BackendKind, BackoffPolicy, ChannelContract, Contract, DeliveryFormat, DeliveryOrder,
-    DeliveryPolicy, Ingress, SubscriptionContract, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT,
+    DeliveryPolicy, Ingress, SubscriptionContract, TriggerContract, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_TIMEOUT,
 };
 use crate::duration::parse_iso8601;
 use crate::manifests::Manifests;
 use crate::resources::{
     ChannelKind, ChannelResource, ClusterChannelProvisioner, DeliverySpec, Destination, KReference,
-    Subscription, DELIVERY_ORDER_ANNOTATION, MAX_IN_FLIGHT_ANNOTATION,
+    Subscription, BUILTIN_CLASS, DELIVERY_ORDER_ANNOTATION, MAX_IN_FLIGHT_ANNOTATION,
 };
 use std::collections::BTreeMap;
 use url::Url;
@@ -96,6 +99,7 @@ pub fn stable_uid(kind: &str, namespace: &str, name: &str) -> String {
 
 struct Classes {
     all: Vec<ClusterChannelProvisioner>,
+    builtin: ClusterChannelProvisioner,
 }
 
 impl Classes {
@@ -105,26 +109,32 @@ impl Classes {
         } else {
             m.classes.clone()
         };
-        Classes { all }
+        Classes {
+            all,
+            builtin: ClusterChannelProvisioner::builtin(),
+        }
     }
 
     fn by_name(&self, name: &str) -> Option<&ClusterChannelProvisioner> {
         self.all.iter().find(|c| c.metadata.name == name)
     }
 
+    /// The class annotated default; with none annotated, the class named
+    /// `in-memory-channel` (the built-in one unless the manifests define
+    /// their own), as Knative defaults to the in-memory channel.
     fn default_class(&self) -> Result<&ClusterChannelProvisioner, (String, String)> {
         let defaults: Vec<_> = self.all.iter().filter(|c| c.is_default()).collect();
         match defaults.as_slice() {
             [one] => Ok(one),
-            [] => Err((
-                "NoDefaultClass".into(),
-                "no ClusterChannelProvisioner is annotated eventing.knative.dev/is-default-provisioner: \"true\"; set spec.provisioner or a channelTemplate".into(),
-            )),
+            [] => Ok(self.by_name(BUILTIN_CLASS).unwrap_or(&self.builtin)),
             many => Err((
                 "AmbiguousDefaultClass".into(),
                 format!(
                     "more than one default ClusterChannelProvisioner: {}",
-                    many.iter().map(|c| c.metadata.name.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|c| c.metadata.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
         }
@@ -250,6 +260,8 @@ fn resolve_policy(spec: Option<&DeliverySpec>) -> Result<DeliveryPolicy, String>
 struct Index<'a> {
     /// (namespace, name) → channels with that name (any kind).
     channels: BTreeMap<(String, String), Vec<(&'a ChannelResource, BackendKind)>>,
+    /// Brokers: (namespace, name) → whether they are served here.
+    brokers: BTreeMap<(String, String), bool>,
 }
 
 impl Index<'_> {
@@ -301,11 +313,27 @@ fn resolve_destination(
                 && (api.is_empty() || api == "v1" || api == "serving.knative.dev/v1")
             {
                 Some(format!("http://{}.{ns}.svc.cluster.local/", r.name))
-            } else if r.kind == "Broker" && api.starts_with("eventing.knative.dev/") {
-                Some(format!(
-                    "http://broker-ingress.knative-eventing.svc.cluster.local/{ns}/{}",
-                    r.name
-                ))
+            } else if r.kind == "Broker"
+                && (api.is_empty() || api.starts_with(broker::EVENTING_GROUP))
+            {
+                match index.brokers.get(&(ns.to_owned(), r.name.clone())) {
+                    Some(true) => Some(format!(
+                        "http://{}/",
+                        crate::contract::broker_ingress(ns, &r.name).host
+                    )),
+                    Some(false) => {
+                        return Err((
+                            "DestinationNotReady".to_owned(),
+                            format!("Broker {ns}/{} is not served (see its own status)", r.name),
+                        ))
+                    }
+                    None => {
+                        return Err((
+                            "DestinationNotFound".to_owned(),
+                            format!("Broker {ns}/{} does not exist", r.name),
+                        ))
+                    }
+                }
             } else {
                 return Err((
                     "DestinationNotResolvable".to_owned(),
@@ -369,8 +397,10 @@ fn annotations(sub: &Subscription, policy: &mut DeliveryPolicy) -> Result<(), St
 pub fn compile(m: &Manifests) -> Compiled {
     let classes = Classes::new(m);
     let builtin = ClusterChannelProvisioner::builtin();
+    let expansion = broker::expand(m);
     let mut problems = Vec::new();
-    let mut channels: Vec<&ChannelResource> = m.channels.iter().collect();
+    let mut channels: Vec<&ChannelResource> =
+        m.channels.iter().chain(&expansion.channels).collect();
     channels.sort_by(|a, b| {
         (a.metadata.namespace(), &a.metadata.name, a.kind).cmp(&(
             b.metadata.namespace(),
@@ -382,25 +412,45 @@ pub fn compile(m: &Manifests) -> Compiled {
     // 1. Channels and their classes.
     let mut index = Index {
         channels: BTreeMap::new(),
+        // A broker is served when its channel is; filled in below.
+        brokers: expansion.known.keys().map(|k| (k.clone(), false)).collect(),
     };
     let mut compiled: Vec<ChannelContract> = Vec::new();
     let mut positions: BTreeMap<(String, String, ChannelKind), usize> = BTreeMap::new();
     for ch in channels {
         let ns = ch.metadata.namespace().to_owned();
         let name = ch.metadata.name.clone();
+        let broker = if ch.kind == ChannelKind::Channel {
+            expansion.broker_of_channel(&ns, &name).cloned()
+        } else {
+            None
+        };
         let class = match select_class(ch, &classes, &builtin) {
             Ok(class) => class,
             Err((reason, message)) => {
-                problems.push(Problem {
-                    kind: ch.kind.as_str().into(),
-                    namespace: ns,
-                    name,
-                    reason,
-                    message,
+                problems.push(match &broker {
+                    // The backing channel's problem is the broker's.
+                    Some(b) => Problem {
+                        kind: "Broker".into(),
+                        namespace: ns,
+                        name: b.name.clone(),
+                        reason,
+                        message: format!("channel {name}: {message}"),
+                    },
+                    None => Problem {
+                        kind: ch.kind.as_str().into(),
+                        namespace: ns,
+                        name,
+                        reason,
+                        message,
+                    },
                 });
                 continue;
             }
         };
+        if let Some(b) = &broker {
+            index.brokers.insert((ns.clone(), b.name.clone()), true);
+        }
         let mut parameters = class.spec.parameters.clone();
         parameters.extend(ch.parameters.clone());
         let uid = ch
@@ -424,6 +474,7 @@ pub fn compile(m: &Manifests) -> Compiled {
             subscriptions: Vec::new(),
             namespace: ns,
             name,
+            broker,
         });
     }
 
@@ -448,14 +499,29 @@ pub fn compile(m: &Manifests) -> Compiled {
     }
 
     // 2. Subscriptions, resolved and attached.
-    let mut subs: Vec<&Subscription> = m.subscriptions.iter().collect();
+    // Triggers are subscriptions of their broker's channel.
+    let mut subs: Vec<(&str, &Subscription, Option<&TriggerContract>)> = m
+        .subscriptions
+        .iter()
+        .map(|s| ("Subscription", s, None))
+        .chain(
+            expansion
+                .subscriptions
+                .iter()
+                .map(|(s, t)| ("Trigger", s, Some(t))),
+        )
+        .collect();
     subs.sort_by(|a, b| {
-        (a.metadata.namespace(), &a.metadata.name).cmp(&(b.metadata.namespace(), &b.metadata.name))
+        (a.1.metadata.namespace(), &a.1.metadata.name, a.0).cmp(&(
+            b.1.metadata.namespace(),
+            &b.1.metadata.name,
+            b.0,
+        ))
     });
-    for sub in subs {
+    for (kind, sub, trigger) in subs {
         let ns = sub.metadata.namespace().to_owned();
         let problem = |reason: &str, message: String| Problem {
-            kind: "Subscription".into(),
+            kind: kind.into(),
             namespace: ns.clone(),
             name: sub.metadata.name.clone(),
             reason: reason.into(),
@@ -468,6 +534,16 @@ pub fn compile(m: &Manifests) -> Compiled {
             .clone()
             .unwrap_or_else(|| ns.clone());
         let Some((channel, _)) = index.find(&channel_ns, &sub.spec.channel) else {
+            if let Some(t) = trigger {
+                problems.push(problem(
+                    "BrokerNotReady",
+                    format!(
+                        "Broker {channel_ns}/{} is not served (see its own status)",
+                        t.broker
+                    ),
+                ));
+                continue;
+            }
             let known = m.channels.iter().any(|c| {
                 c.metadata.namespace() == channel_ns && c.metadata.name == sub.spec.channel.name
             });
@@ -538,7 +614,7 @@ pub fn compile(m: &Manifests) -> Compiled {
                 .metadata
                 .uid
                 .clone()
-                .unwrap_or_else(|| stable_uid("Subscription", &ns, &sub.metadata.name)),
+                .unwrap_or_else(|| stable_uid(kind, &ns, &sub.metadata.name)),
             namespace: ns.clone(),
             name: sub.metadata.name.clone(),
             generation: sub.metadata.generation.unwrap_or(1),
@@ -546,8 +622,10 @@ pub fn compile(m: &Manifests) -> Compiled {
             reply,
             dead_letter,
             delivery: policy,
+            trigger: trigger.cloned(),
         });
     }
+    problems.extend(expansion.problems);
 
     // 3. One contract per backend.
     let mut contracts: BTreeMap<BackendKind, Contract> = BTreeMap::new();

@@ -116,6 +116,61 @@ pub fn channel_host(namespace: &str, name: &str) -> String {
     format!("{name}-kn-channel.{namespace}.svc.cluster.local")
 }
 
+/// The host Knative's multi-tenant broker ingress is reached by; a request
+/// carrying it is routed by path `/<namespace>/<broker>` to a broker.
+pub const KNATIVE_BROKER_INGRESS_HOST: &str = "broker-ingress.knative-eventing.svc.cluster.local";
+
+/// The ingress names of a broker. A broker never shares a name space with
+/// channels: its path has three segments (`/brokers/<namespace>/<name>`,
+/// a channel's has two) and its host ends in `-kn-broker` (a channel's in
+/// `-kn-channel`), so a broker and a channel of the same name in one
+/// namespace are always told apart.
+pub fn broker_ingress(namespace: &str, name: &str) -> Ingress {
+    Ingress {
+        path: format!("/brokers/{namespace}/{name}"),
+        host: format!("{name}-kn-broker.{namespace}.svc.cluster.local"),
+    }
+}
+
+/// A broker served through the channel that backs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BrokerContract {
+    /// `metadata.uid` of the Broker.
+    pub uid: String,
+    /// The broker's name (its namespace is the channel's).
+    pub name: String,
+    /// The broker's own ingress ([`broker_ingress`]); events accepted there
+    /// are stored in the backing channel. Knative's form
+    /// `http://broker-ingress.knative-eventing.svc.cluster.local/<ns>/<name>`
+    /// routes here too.
+    pub ingress: Ingress,
+}
+
+impl BrokerContract {
+    /// The broker's address URL.
+    pub fn address(&self) -> String {
+        format!("http://{}", self.ingress.host)
+    }
+}
+
+/// What makes a subscription a Trigger's: the broker it belongs to and its
+/// filter, evaluated in the dispatcher before delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerContract {
+    /// The broker's name.
+    pub broker: String,
+    /// `spec.filter.attributes`: exact match, an empty value matching any
+    /// value of an attribute the event has.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// `spec.filters` (Knative's new filters); when non-empty `attributes`
+    /// is ignored, as Knative does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<event_filter::spec::SubscriptionsApiFilter>,
+}
+
 /// One channel as a dispatcher serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -138,6 +193,9 @@ pub struct ChannelContract {
     pub parameters: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionContract>,
+    /// Set when the channel backs a Broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerContract>,
 }
 
 fn default_kind() -> String {
@@ -177,6 +235,11 @@ pub struct SubscriptionContract {
     pub dead_letter: Option<Url>,
     #[serde(default)]
     pub delivery: DeliveryPolicy,
+    /// Set when the subscription is a Trigger's: broker semantics apply
+    /// (filter before delivery, the broker's TTL on replies, a reply the
+    /// broker refuses fails the delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerContract>,
 }
 
 impl SubscriptionContract {
@@ -343,6 +406,7 @@ mod tests {
             generation: 3,
             backend: Some(BackendKind::InMemory),
             channels: vec![ChannelContract {
+                broker: None,
                 uid: "u1".into(),
                 namespace: "default".into(),
                 name: "orders".into(),
@@ -352,6 +416,7 @@ mod tests {
                 ingress: Ingress::for_channel("default", "orders"),
                 parameters: BTreeMap::new(),
                 subscriptions: vec![SubscriptionContract {
+                    trigger: None,
                     uid: "s1".into(),
                     namespace: "default".into(),
                     name: "sub".into(),

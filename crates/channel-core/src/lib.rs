@@ -8,6 +8,8 @@
 //! * [`resources`]: the Knative resources a user writes (`Channel`,
 //!   `Subscription`, the concrete channel kinds, `ClusterChannelProvisioner`)
 //!   field for field, with defaulting and validation.
+//! * [`broker`]: Knative's Broker and Trigger (and the ConfigMap a broker
+//!   takes its channel template from), v1 and the seeds' v1alpha1 forms.
 //! * [`manifests`]: loading multi-document YAML from files and directories.
 //! * [`compile`]: turning manifests into the data-plane [`contract`].
 //! * [`contract`]: the document the control plane hands to a dispatcher.
@@ -17,6 +19,7 @@
 //! broker: backends depend on this crate, never the reverse.
 
 pub mod backend;
+pub mod broker;
 pub mod compile;
 pub mod contract;
 pub mod duration;
@@ -28,5 +31,8 @@ pub use backend::{
     Acknowledgement, Backend, BackendError, BackendErrorKind, Delivery, DeliveryStream, Health,
     Outcome, PersistError, PersistErrorKind, Position,
 };
-pub use contract::{BackendKind, ChannelContract, Contract, DeliveryPolicy, SubscriptionContract};
+pub use contract::{
+    BackendKind, BrokerContract, ChannelContract, Contract, DeliveryPolicy, SubscriptionContract,
+    TriggerContract,
+};
 pub use event::Event;

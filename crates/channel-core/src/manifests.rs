@@ -15,6 +15,7 @@
 //!   backoffDelay "5s" is not an ISO-8601 duration, try "PT5S"
 //! ```
 
+use crate::broker::{Broker, BrokerSpec, ConfigMapResource, Trigger, TriggerSpec};
 use crate::resources::{
     ChannelKind, ChannelResource, ChannelSpec, ClusterChannelProvisioner, DeliverySpec, FieldError,
     ObjectMeta, ProvisionerSpec, Subscription, SubscriptionSpec,
@@ -30,6 +31,10 @@ pub struct Manifests {
     pub channels: Vec<ChannelResource>,
     pub subscriptions: Vec<Subscription>,
     pub classes: Vec<ClusterChannelProvisioner>,
+    pub brokers: Vec<Broker>,
+    pub triggers: Vec<Trigger>,
+    /// ConfigMaps (a broker's `spec.config` names one).
+    pub config_maps: Vec<ConfigMapResource>,
     /// Documents that were skipped, and why.
     pub warnings: Vec<String>,
 }
@@ -291,6 +296,33 @@ impl Loader {
             require_name(doc, &what, &sub.metadata)?;
             sub.validate().map_err(|e| doc.field(&what, e))?;
             self.manifests.subscriptions.push(sub);
+        } else if kind == "Broker" && group_ok(EVENTING_VERSIONS) {
+            note(self)?;
+            let env: EnvelopeOpt<BrokerSpec> = doc.parse(&what, value)?;
+            let broker = Broker {
+                metadata: env.metadata,
+                spec: env.spec.unwrap_or_default(),
+            };
+            require_name(doc, &what, &broker.metadata)?;
+            broker.validate().map_err(|e| doc.field(&what, e))?;
+            self.manifests.brokers.push(broker);
+        } else if kind == "Trigger" && group_ok(EVENTING_VERSIONS) {
+            note(self)?;
+            let env: Envelope<TriggerSpec> = doc.parse(&what, legacy_subscriber(value))?;
+            let trigger = Trigger {
+                metadata: env.metadata,
+                spec: env.spec,
+            };
+            require_name(doc, &what, &trigger.metadata)?;
+            trigger.validate().map_err(|e| doc.field(&what, e))?;
+            self.manifests.triggers.push(trigger);
+        } else if kind == "ConfigMap" && api_version == "v1" {
+            note(self)?;
+            let cm: ConfigMapDoc = doc.parse(&what, value)?;
+            self.manifests.config_maps.push(ConfigMapResource {
+                metadata: cm.metadata,
+                data: cm.data,
+            });
         } else if kind == "ClusterChannelProvisioner"
             && group_ok(&["eventing.knative.dev/v1alpha1"])
         {
@@ -399,6 +431,38 @@ impl Loader {
         }
         Ok(channel)
     }
+}
+
+/// The API versions Broker and Trigger are accepted under.
+const EVENTING_VERSIONS: &[&str] = &[
+    "eventing.knative.dev/v1",
+    "eventing.knative.dev/v1beta1",
+    "eventing.knative.dev/v1alpha1",
+];
+
+#[derive(Deserialize)]
+struct ConfigMapDoc {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+/// The seeds' Trigger subscriber could name a host (`dnsName`) instead of
+/// a URI; it becomes `uri: http://<dnsName>/`.
+fn legacy_subscriber(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(subscriber) = value
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("subscriber"))
+        .and_then(|s| s.as_object_mut())
+    {
+        if let Some(serde_json::Value::String(host)) = subscriber.remove("dnsName") {
+            subscriber
+                .entry("uri")
+                .or_insert_with(|| serde_json::Value::String(format!("http://{host}/")));
+        }
+    }
+    value
 }
 
 fn require_name(doc: &Doc<'_>, what: &str, meta: &ObjectMeta) -> Result<(), ManifestError> {

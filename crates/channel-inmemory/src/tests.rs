@@ -5,6 +5,7 @@ use channel_core::contract::{DeliveryPolicy, Ingress};
 
 fn channel(params: &[(&str, u64)]) -> ChannelContract {
     ChannelContract {
+        broker: None,
         uid: "c1".into(),
         namespace: "default".into(),
         name: "orders".into(),
@@ -22,6 +23,7 @@ fn channel(params: &[(&str, u64)]) -> ChannelContract {
 
 fn sub(uid: &str) -> SubscriptionContract {
     SubscriptionContract {
+        trigger: None,
         uid: uid.into(),
         namespace: "default".into(),
         name: uid.into(),

@@ -13,6 +13,7 @@ use tests::kafka::Tansu;
 
 fn channel(name: &str, params: serde_json::Value) -> ChannelContract {
     ChannelContract {
+        broker: None,
         uid: format!("uid-{name}"),
         namespace: "default".into(),
         name: name.into(),

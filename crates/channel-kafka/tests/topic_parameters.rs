@@ -16,6 +16,7 @@ use tests::kafka::Tansu;
 
 fn channel(params: serde_json::Value) -> ChannelContract {
     ChannelContract {
+        broker: None,
         uid: "uid-tuned".into(),
         namespace: "default".into(),
         name: "tuned".into(),

@@ -402,6 +402,7 @@ mod tests {
     #[test]
     fn ack_wait_follows_the_timeout_within_bounds() {
         let mut s = SubscriptionContract {
+            trigger: None,
             uid: "u".into(),
             namespace: "n".into(),
             name: "s".into(),

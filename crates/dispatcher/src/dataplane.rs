@@ -11,6 +11,7 @@ use crate::delivery::{Deliverer, LocalRoutes};
 use crate::metrics::{ChannelMetrics, Metrics, SubscriptionMetrics};
 use arc_swap::ArcSwap;
 use channel_core::compile::Problem;
+use channel_core::contract::KNATIVE_BROKER_INGRESS_HOST;
 use channel_core::{Backend, ChannelContract, Contract, SubscriptionContract};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -20,11 +21,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// One routed channel.
+/// One routed channel, or a broker (stored in the channel backing it).
 #[derive(Debug)]
 pub struct Route {
     pub channel: Arc<ChannelContract>,
     pub metrics: ChannelMetrics,
+    /// The route is the broker's ingress, not the channel's: events get the
+    /// broker TTL.
+    pub broker: bool,
 }
 
 /// Ingress lookup tables, swapped whole on every apply (readers never lock).
@@ -32,19 +36,27 @@ pub struct Route {
 pub struct RouteTable {
     by_path: HashMap<String, Arc<Route>>,
     by_host: HashMap<String, Arc<Route>>,
+    /// Brokers by `/<namespace>/<name>`, for requests carrying Knative's
+    /// broker ingress host.
+    by_broker_path: HashMap<String, Arc<Route>>,
 }
 
 impl RouteTable {
-    /// The channel for a request: by `Host` (the Knative channel host, port
-    /// ignored) first, then by path `/<namespace>/<name>`.
+    /// The channel or broker for a request: Knative's broker ingress host
+    /// with path `/<namespace>/<broker>`; else by `Host` (a channel's
+    /// `-kn-channel` or a broker's `-kn-broker` host, port ignored); else by
+    /// path, `/<namespace>/<channel>` or `/brokers/<namespace>/<broker>`.
     pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        let path = path.strip_suffix('/').unwrap_or(path);
         if let Some(host) = host {
             let host = strip_port(host);
+            if host == KNATIVE_BROKER_INGRESS_HOST {
+                return self.by_broker_path.get(path);
+            }
             if let Some(route) = self.by_host.get(host) {
                 return Some(route);
             }
         }
-        let path = path.strip_suffix('/').unwrap_or(path);
         self.by_path.get(path)
     }
 
@@ -78,7 +90,9 @@ pub struct LocalChannelRoutes {
 impl LocalRoutes for LocalChannelRoutes {
     fn resolve(&self, host: &str) -> Option<SocketAddr> {
         let table = self.routes.load();
-        table.by_host.contains_key(host).then_some(self.ingress)
+        let local = table.by_host.contains_key(host)
+            || (host == KNATIVE_BROKER_INGRESS_HOST && !table.by_broker_path.is_empty());
+        local.then_some(self.ingress)
     }
 }
 
@@ -126,7 +140,19 @@ pub struct ChannelStatus {
     pub ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The broker the channel backs, with the broker's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerStatus>,
     pub subscriptions: Vec<SubscriptionStatus>,
+}
+
+/// The broker a channel backs, as this dispatcher serves it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    pub uid: String,
+    pub name: String,
+    pub address: String,
 }
 
 /// A problem found while loading or compiling configuration.
@@ -177,6 +203,9 @@ struct Applied {
     last: Option<(Contract, Vec<ProblemStatus>)>,
     /// Something in `last` is not running yet.
     degraded: bool,
+    /// Subscriptions refused because their contract entry cannot run (a
+    /// trigger filter that does not compile), with the reason.
+    refused: BTreeMap<(String, String), String>,
 }
 
 /// The data plane of one dispatcher process.
@@ -451,7 +480,19 @@ impl Dataplane {
                 tracing::info!(subscription = %sub.key(), "subscription removed");
             }
         }
+        applied.refused.clear();
         for (key, (channel, sub)) in desired_subs {
+            if let Err(e) = crate::delivery::trigger::check(&sub) {
+                tracing::error!(subscription = %sub.key(), error = %e, "trigger filter refused: the subscription does not run");
+                if let Some(worker) = applied.workers.remove(&key) {
+                    let old = worker.config.borrow().clone();
+                    self.stop_worker(&channel, worker).await;
+                    self.metrics
+                        .forget_subscription(&old.namespace, &channel.name, &old.name);
+                }
+                applied.refused.insert(key, e);
+                continue;
+            }
             if let Some(worker) = applied.workers.get_mut(&key) {
                 if **worker.config.borrow() != sub {
                     tracing::info!(subscription = %sub.key(), "subscription updated");
@@ -491,7 +532,10 @@ impl Dataplane {
                         .iter()
                         .map(move |s| (c.uid.clone(), s.uid.clone()))
                 })
-                .any(|key| !applied.workers.contains_key(&key));
+                // A refused subscription waits for a new contract, not a retry.
+                .any(|key| {
+                    !applied.workers.contains_key(&key) && !applied.refused.contains_key(&key)
+                });
         applied.generation = Some(contract.generation);
         applied.problems = problems;
         applied.last_error = None;
@@ -582,11 +626,33 @@ impl Dataplane {
             let route = Arc::new(Route {
                 channel: channel.clone(),
                 metrics,
+                broker: false,
             });
             table
                 .by_path
                 .insert(channel.ingress.path.clone(), route.clone());
             table.by_host.insert(channel.ingress.host.clone(), route);
+            if let Some(broker) = &channel.broker {
+                let metrics = current
+                    .by_path
+                    .get(&broker.ingress.path)
+                    .map(|r| r.metrics.clone())
+                    .unwrap_or_else(|| self.metrics.broker(&channel.namespace, &broker.name));
+                let route = Arc::new(Route {
+                    channel: channel.clone(),
+                    metrics,
+                    broker: true,
+                });
+                table
+                    .by_path
+                    .insert(broker.ingress.path.clone(), route.clone());
+                table
+                    .by_host
+                    .insert(broker.ingress.host.clone(), route.clone());
+                table
+                    .by_broker_path
+                    .insert(format!("/{}/{}", channel.namespace, broker.name), route);
+            }
         }
         self.routes.store(Arc::new(table));
     }
@@ -608,7 +674,15 @@ impl Dataplane {
                             ready: worker.is_some_and(|w| w.ready),
                             message: match worker {
                                 Some(w) => w.message.clone(),
-                                None => Some("no delivery stream (see the dispatcher log)".into()),
+                                None => Some(
+                                    applied
+                                        .refused
+                                        .get(&(channel.uid.clone(), s.uid.clone()))
+                                        .cloned()
+                                        .unwrap_or_else(|| {
+                                            "no delivery stream (see the dispatcher log)".into()
+                                        }),
+                                ),
                             },
                             pending: None,
                         }
@@ -621,6 +695,11 @@ impl Dataplane {
                     address: channel.address(),
                     ready: message.is_none(),
                     message: message.clone(),
+                    broker: channel.broker.as_ref().map(|b| BrokerStatus {
+                        uid: b.uid.clone(),
+                        name: b.name.clone(),
+                        address: b.address(),
+                    }),
                     subscriptions,
                 }
             })
@@ -671,6 +750,7 @@ mod tests {
             ingress: Ingress::for_channel(ns, name),
             parameters: Default::default(),
             subscriptions: vec![],
+            broker: None,
         })
     }
 
@@ -682,6 +762,7 @@ mod tests {
             let route = Arc::new(Route {
                 metrics: metrics.channel(&c.namespace, &c.name),
                 channel: c.clone(),
+                broker: false,
             });
             table.by_path.insert(c.ingress.path.clone(), route.clone());
             table.by_host.insert(c.ingress.host.clone(), route);

@@ -1,6 +1,7 @@
 //! Ingress: where producers POST CloudEvents to a channel.
 //!
-//! A request is routed by the Knative channel host or by path, its body read
+//! A request is routed by the Knative channel or broker host or by path
+//! (see [`RouteTable::lookup`]), its body read
 //! up to the configured maximum, decoded and validated as a CloudEvent (HTTP
 //! binary or structured mode), and handed to the backend. `202 Accepted` is
 //! answered only after the backend reports the event durable.
@@ -92,11 +93,11 @@ impl Ingress {
         let Some(route) = routes.lookup(host, req.uri().path()).cloned() else {
             return respond(
                 StatusCode::NOT_FOUND,
-                format!("no channel at {}\n", req.uri().path()),
+                format!("no channel or broker at {}\n", req.uri().path()),
             );
         };
         drop(routes);
-        let response = self.accept(route.channel.clone(), req).await;
+        let response = self.accept(route.channel.clone(), route.broker, req).await;
         route.metrics.received(response.status().as_u16());
         response
     }
@@ -104,6 +105,7 @@ impl Ingress {
     async fn accept<B>(
         &self,
         channel: Arc<channel_core::ChannelContract>,
+        broker: bool,
         req: Request<B>,
     ) -> Response<Full<Bytes>>
     where
@@ -148,6 +150,9 @@ impl Ingress {
             Ok(event) => event,
             Err(e) => return respond(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };
+        if broker {
+            crate::delivery::trigger::default_broker_ttl(&mut event);
+        }
         // W3C trace context arriving as HTTP headers travels on as the
         // distributed-tracing extension, so every hop can continue the trace.
         for name in ["traceparent", "tracestate"] {
@@ -312,6 +317,7 @@ mod tests {
                 ingress: IngressNames::for_channel("default", "orders"),
                 parameters: Default::default(),
                 subscriptions: vec![],
+                broker: None,
             }],
         };
         dp.apply(contract, vec![]).await;

@@ -81,6 +81,13 @@ struct ChannelStatusLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BrokerStatusLabels {
+    namespace: String,
+    broker: String,
+    response_code_class: StatusClass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SubscriptionLabels {
     namespace: String,
     channel: String,
@@ -107,6 +114,10 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     received: Family<ChannelStatusLabels, Counter>,
+    broker_received: Family<BrokerStatusLabels, Counter>,
+    filtered: Family<SubscriptionLabels, Counter>,
+    filter_errors: Family<SubscriptionLabels, Counter>,
+    ttl_exceeded: Family<SubscriptionLabels, Counter>,
     deliveries: Family<SubscriptionStatusLabels, Counter>,
     latency: Family<SubscriptionLabels, Histogram, fn() -> Histogram>,
     retries: Family<SubscriptionLabels, Counter>,
@@ -140,9 +151,25 @@ pub struct SubscriptionMetrics {
     dropped: Counter,
     replies: Counter,
     queue_depth: Gauge,
+    filtered: Counter,
+    filter_errors: Counter,
+    ttl_exceeded: Counter,
 }
 
 impl SubscriptionMetrics {
+    /// A trigger's filter did not pass an event (settled without delivery).
+    pub fn filtered(&self) {
+        self.filtered.inc();
+    }
+    /// Evaluating a trigger's filter failed (a CESQL error): the event was
+    /// treated as not matching.
+    pub fn filter_error(&self) {
+        self.filter_errors.inc();
+    }
+    /// A reply was dropped because the broker TTL (hop count) ran out.
+    pub fn ttl_exceeded(&self) {
+        self.ttl_exceeded.inc();
+    }
     /// One delivery attempt to the subscriber ended with `class` after `elapsed`.
     pub fn attempt(&self, class: StatusClass, elapsed: Duration) {
         self.deliveries[class.index()].inc();
@@ -185,6 +212,30 @@ impl Metrics {
             "events_received",
             "Events posted to a channel, by response code class",
             received.clone(),
+        );
+        let broker_received = Family::<BrokerStatusLabels, Counter>::default();
+        registry.register(
+            "broker_events_received",
+            "Events posted to a broker, by response code class",
+            broker_received.clone(),
+        );
+        let filtered = Family::<SubscriptionLabels, Counter>::default();
+        registry.register(
+            "events_filtered",
+            "Events a trigger's filter did not pass, settled without delivery",
+            filtered.clone(),
+        );
+        let filter_errors = Family::<SubscriptionLabels, Counter>::default();
+        registry.register(
+            "filter_errors",
+            "Filter evaluations that failed (CESQL errors), counted as not matching",
+            filter_errors.clone(),
+        );
+        let ttl_exceeded = Family::<SubscriptionLabels, Counter>::default();
+        registry.register(
+            "broker_ttl_exceeded",
+            "Replies dropped because the broker TTL (knativebrokerttl) ran out: an event loop",
+            ttl_exceeded.clone(),
         );
         let deliveries = Family::<SubscriptionStatusLabels, Counter>::default();
         registry.register(
@@ -236,6 +287,10 @@ impl Metrics {
         Metrics {
             registry,
             received,
+            broker_received,
+            filtered,
+            filter_errors,
+            ttl_exceeded,
             deliveries,
             latency,
             retries,
@@ -254,6 +309,20 @@ impl Metrics {
                 .get_or_create(&ChannelStatusLabels {
                     namespace: namespace.to_owned(),
                     channel: channel.to_owned(),
+                    response_code_class: class,
+                })
+                .clone()
+        });
+        ChannelMetrics { received }
+    }
+
+    /// Handles for one broker's ingress counters.
+    pub fn broker(&self, namespace: &str, broker: &str) -> ChannelMetrics {
+        let received = StatusClass::ALL.map(|class| {
+            self.broker_received
+                .get_or_create(&BrokerStatusLabels {
+                    namespace: namespace.to_owned(),
+                    broker: broker.to_owned(),
                     response_code_class: class,
                 })
                 .clone()
@@ -291,6 +360,9 @@ impl Metrics {
             dropped: self.dropped.get_or_create(&labels).clone(),
             replies: self.replies.get_or_create(&labels).clone(),
             queue_depth: self.queue_depth.get_or_create(&labels).clone(),
+            filtered: self.filtered.get_or_create(&labels).clone(),
+            filter_errors: self.filter_errors.get_or_create(&labels).clone(),
+            ttl_exceeded: self.ttl_exceeded.get_or_create(&labels).clone(),
         })
     }
 
@@ -315,6 +387,9 @@ impl Metrics {
         self.dropped.remove(&labels);
         self.replies.remove(&labels);
         self.queue_depth.remove(&labels);
+        self.filtered.remove(&labels);
+        self.filter_errors.remove(&labels);
+        self.ttl_exceeded.remove(&labels);
     }
 
     /// Record the applied contract generation.

@@ -53,6 +53,11 @@ enum Command {
         /// Data size in bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
+        /// Give each event the extension `benchkey` = its number modulo N
+        /// (0 = no such extension), so N triggers can each match 1/N of the
+        /// events.
+        #[arg(long, default_value_t = 0)]
+        keys: u64,
     },
     /// Raw JetStream baseline: publish with PubAck + pull consume + ack.
     RawNats {
@@ -133,6 +138,7 @@ async fn send(
     duration: Duration,
     concurrency: usize,
     size: usize,
+    keys: u64,
 ) -> anyhow::Result<()> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency.max(1))
@@ -173,7 +179,11 @@ async fn send(
                     break;
                 }
                 let n = sent.fetch_add(1, Ordering::Relaxed);
-                let req = Request::post(url.as_str())
+                let mut req = Request::post(url.as_str());
+                if keys > 0 {
+                    req = req.header("ce-benchkey", (n % keys).to_string());
+                }
+                let req = req
                     .header("ce-specversion", "1.0")
                     .header("ce-id", format!("{w}-{n}"))
                     .header("ce-source", "/loadgen")
@@ -344,7 +354,8 @@ async fn main() -> anyhow::Result<()> {
             duration,
             concurrency,
             size,
-        } => send(url, rate, duration, concurrency, size).await,
+            keys,
+        } => send(url, rate, duration, concurrency, size, keys).await,
         Command::RawNats {
             url,
             duration,

@@ -351,6 +351,7 @@ mod tests {
 
     fn contract(backend: BackendKind, partitions: i64) -> ChannelContract {
         ChannelContract {
+            broker: None,
             uid: "u1".into(),
             namespace: "ns".into(),
             name: "c".into(),

@@ -52,6 +52,20 @@ impl Addressing {
             None => channel.address(),
         }
     }
+
+    /// The URL producers post a broker's events to: the dispatcher URL
+    /// and `/brokers/<namespace>/<name>` in standalone mode, else the
+    /// broker's `-kn-broker` Service host.
+    pub fn broker_address(&self, channel: &ChannelContract) -> Option<String> {
+        let broker = channel.broker.as_ref()?;
+        Some(match self.dispatcher_urls.get(&channel.backend) {
+            Some(base) => {
+                let base = base.as_str().trim_end_matches('/');
+                format!("{base}{}", broker.ingress.path)
+            }
+            None => broker.address(),
+        })
+    }
 }
 
 /// One channel the control plane wants served.
@@ -61,6 +75,8 @@ pub struct PlannedChannel {
     pub contract: ChannelContract,
     /// The address producers use.
     pub address: String,
+    /// The address of the broker the channel backs.
+    pub broker_address: Option<String>,
     /// The channel's own dead-letter sink, resolved.
     pub dead_letter_sink: Option<Url>,
     /// Why the latest spec was not applied (the channel is served with the
@@ -120,6 +136,7 @@ pub fn plan(
                 kept.subscriptions = contract.subscriptions;
                 PlannedChannel {
                     address: addressing.address(&kept),
+                    broker_address: addressing.broker_address(&kept),
                     contract: kept,
                     dead_letter_sink,
                     rejected: Some(problem),
@@ -127,6 +144,7 @@ pub fn plan(
             }
             _ => PlannedChannel {
                 address: addressing.address(&contract),
+                broker_address: addressing.broker_address(&contract),
                 contract,
                 dead_letter_sink,
                 rejected: None,
@@ -138,10 +156,16 @@ pub fn plan(
     // Subscriptions reach other channels through their addresses: rewrite
     // destinations that name a channel's cluster host to its planned
     // address (they differ in standalone mode).
-    let hosts: BTreeMap<String, String> = channels
+    let mut hosts: BTreeMap<String, String> = channels
         .iter()
         .map(|c| (c.contract.ingress.host.clone(), c.address.clone()))
         .collect();
+    // Brokers too: a trigger's reply is its broker.
+    for c in &channels {
+        if let (Some(b), Some(address)) = (&c.contract.broker, &c.broker_address) {
+            hosts.insert(b.ingress.host.clone(), address.clone());
+        }
+    }
     for channel in &mut channels {
         for sub in &mut channel.contract.subscriptions {
             for url in [&mut sub.subscriber, &mut sub.reply, &mut sub.dead_letter]

@@ -216,6 +216,11 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
         let (dispatcher, serving) = dispatcher_condition(channel, obs);
         served.push(serving);
         let (resource, ready) = channel_status(channel, obs, dispatcher, serving);
+        let conditions: Vec<Condition> =
+            serde_json::from_value(resource.status["conditions"].clone()).unwrap_or_default();
+        if let Some(b) = broker::broker_status(channel, &conditions) {
+            out.push(b);
+        }
         let c = &channel.contract;
         // A Channel and its concrete channel share a name: either not ready
         // makes subscriptions wait.
@@ -248,7 +253,7 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
 }
 
 fn kind_order(kind: &str) -> (u8, &str) {
-    (u8::from(kind == "Subscription"), kind)
+    (u8::from(kind == "Subscription" || kind == "Trigger"), kind)
 }
 
 fn dispatcher_condition<'a>(
@@ -489,6 +494,9 @@ fn subscription_statuses(
                 ),
             });
             summarize(&mut conditions);
+            if s.trigger.is_some() {
+                return broker::trigger_status(channel, s, &conditions);
+            }
             let status = SubscriptionStatus {
                 observed_generation: Some(s.generation),
                 physical_subscription: PhysicalSubscription {
@@ -521,7 +529,9 @@ fn problem_status(p: &Problem) -> ResourceStatus {
         &p.reason,
         p.message.clone(),
     );
-    let status = if p.kind == "Subscription" {
+    let status = if let Some(status) = broker::problem_status(p) {
+        Ok(status)
+    } else if p.kind == "Subscription" {
         let mut conditions = vec![Condition::new(
             "Resolved",
             ConditionStatus::False,
@@ -590,5 +600,8 @@ pub fn stamp_transitions(old: &[ResourceStatus], new: &mut [ResourceStatus], now
     }
 }
 
+mod broker;
 #[cfg(test)]
 mod tests;
+
+pub use broker::{BrokerStatus, TriggerStatus};

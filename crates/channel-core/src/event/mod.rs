@@ -209,6 +209,31 @@ impl Event {
     }
 }
 
+/// Filters read attributes straight from the event, without copying.
+impl event_filter::EventAttributes for Event {
+    fn attribute(&self, name: &str) -> Option<event_filter::AttributeValue<'_>> {
+        use event_filter::AttributeValue as V;
+        fn text(s: &Option<String>) -> Option<event_filter::AttributeValue<'_>> {
+            s.as_deref().map(event_filter::AttributeValue::String)
+        }
+        match name {
+            "specversion" => Some(V::String(&self.specversion)),
+            "id" => Some(V::String(&self.id)),
+            "source" => Some(V::String(&self.source)),
+            "type" => Some(V::String(&self.ty)),
+            "datacontenttype" => text(&self.datacontenttype),
+            "dataschema" => text(&self.dataschema),
+            "subject" => text(&self.subject),
+            "time" => text(&self.time),
+            _ => self.extensions.get(name).map(|v| match v {
+                ExtensionValue::String(s) => V::String(s),
+                ExtensionValue::Boolean(b) => V::Boolean(*b),
+                ExtensionValue::Integer(i) => V::Integer(*i),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

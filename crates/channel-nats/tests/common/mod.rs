@@ -119,6 +119,7 @@ pub fn channel(name: &str, parameters: serde_json::Value) -> ChannelContract {
     let parameters: BTreeMap<String, serde_json::Value> =
         serde_json::from_value(parameters).expect("parameter object");
     ChannelContract {
+        broker: None,
         uid: format!("uid-{name}"),
         namespace: "test-ns".into(),
         name: name.into(),
@@ -133,6 +134,7 @@ pub fn channel(name: &str, parameters: serde_json::Value) -> ChannelContract {
 
 pub fn subscription(uid: &str) -> SubscriptionContract {
     SubscriptionContract {
+        trigger: None,
         uid: uid.into(),
         namespace: "test-ns".into(),
         name: format!("sub-{uid}"),

@@ -16,6 +16,7 @@ mod client;
 pub mod retry;
 #[cfg(test)]
 mod tests;
+pub mod trigger;
 
 use crate::metrics::{Metrics, StatusClass, SubscriptionMetrics};
 use base64::Engine as _;
@@ -124,6 +125,7 @@ impl Deliverer {
             abort: abort.clone(),
         });
         let lanes: Arc<Lanes> = Arc::default();
+        let mut filters = trigger::FilterCache::default();
         let mut tasks = JoinSet::new();
         let mut stream_errors = 0u32;
         loop {
@@ -171,7 +173,17 @@ impl Deliverer {
                     delivery
                 }
             };
-            let ordered = config.borrow().delivery.order == DeliveryOrder::Ordered;
+            // A trigger's filter runs here, before any task or request: an
+            // event that does not pass is settled at once.
+            let current = config.borrow().clone();
+            if !filters.passes(&current, &delivery.event, &job.metrics) {
+                if let Err(e) = delivery.ack.settle(Outcome::Delivered).await {
+                    tracing::error!(subscription = %current.key(), event_id = %delivery.event.id, error = %e, "settling a filtered event failed");
+                }
+                drop(permit);
+                continue;
+            }
+            let ordered = current.delivery.order == DeliveryOrder::Ordered;
             if !ordered {
                 let job = job.clone();
                 tasks.spawn(async move {
@@ -255,29 +267,12 @@ impl Job {
         loop {
             let sub = self.config.borrow().clone();
             let policy = &sub.delivery;
-            // 1. The subscriber (a reply-only subscription forwards the event itself).
-            let (reply, mut failure) = match &sub.subscriber {
-                Some(subscriber) => match self.send(subscriber, event, policy, true).await {
-                    Sent::Ok(response) => (self.reply_of(&sub, event, response), None),
-                    Sent::Failed(f) => (None, Some(f)),
-                },
-                None => (Some((**event).clone()), None),
+            // 1-2. The subscriber and the reply.
+            let sent = match &sub.trigger {
+                Some(_) => self.deliver_to_trigger(&sub, event).await,
+                None => self.deliver_to_subscriber(&sub, event).await,
             };
-            // 2. The reply.
-            if let (None, Some(reply_event)) = (&failure, reply) {
-                match &sub.reply {
-                    Some(reply_url) => {
-                        match self.send(reply_url, &reply_event, policy, false).await {
-                            Sent::Ok(_) => self.metrics.reply(),
-                            Sent::Failed(f) => failure = Some(f),
-                        }
-                    }
-                    None => {
-                        tracing::debug!(subscription = %sub.key(), event_id = %event.id, reply_id = %reply_event.id, "reply dropped: the subscription has no reply destination");
-                    }
-                }
-            }
-            let Some(failure) = failure else {
+            let Err(failure) = sent else {
                 return Outcome::Delivered;
             };
             // 3. The dead-letter sink.
@@ -315,6 +310,41 @@ impl Job {
                     );
                     tokio::time::sleep(pause).await;
                 }
+            }
+        }
+    }
+
+    /// A subscription's delivery: the subscriber, retried by the policy,
+    /// then the reply, retried on its own. `Err` is the failure to report
+    /// to the dead-letter sink.
+    async fn deliver_to_subscriber(
+        &self,
+        sub: &SubscriptionContract,
+        event: &Arc<Event>,
+    ) -> Result<(), Failure> {
+        let policy = &sub.delivery;
+        // A reply-only subscription forwards the event itself.
+        let reply = match &sub.subscriber {
+            Some(subscriber) => match self.send(subscriber, event, policy, true).await {
+                Sent::Ok(response) => self.reply_of(sub, event, response),
+                Sent::Failed(f) => return Err(f),
+            },
+            None => Some((**event).clone()),
+        };
+        let Some(reply_event) = reply else {
+            return Ok(());
+        };
+        match &sub.reply {
+            Some(reply_url) => match self.send(reply_url, &reply_event, policy, false).await {
+                Sent::Ok(_) => {
+                    self.metrics.reply();
+                    Ok(())
+                }
+                Sent::Failed(f) => Err(f),
+            },
+            None => {
+                tracing::debug!(subscription = %sub.key(), event_id = %event.id, reply_id = %reply_event.id, "reply dropped: the subscription has no reply destination");
+                Ok(())
             }
         }
     }

@@ -61,6 +61,7 @@ fn serving(plan: &Plan, generation: u64, subscriber_ready: bool) -> DispatcherOb
             address: "http://127.0.0.1:8081/shop/orders".into(),
             ready: true,
             message: None,
+            broker: None,
             subscriptions: c
                 .subscriptions
                 .iter()
