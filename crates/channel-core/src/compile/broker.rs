@@ -181,7 +181,6 @@ pub(super) fn expand(m: &Manifests) -> Expansion {
             continue;
         }
         let channel = template_of(b, m)
-            .map_err(|(reason, message)| (reason, message))
             .and_then(|parts| channel_of(b, parts).map_err(|e| ("InvalidConfig".to_owned(), e)));
         match channel {
             Ok(channel) => {

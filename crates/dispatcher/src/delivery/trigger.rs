@@ -132,20 +132,23 @@ impl Job {
         let Some(subscriber) = &sub.subscriber else {
             return Ok(());
         };
-        let parse = |url: &url::Url| -> Result<Uri, Failure> {
-            url.as_str().parse().map_err(|e| Failure {
-                destination: url.clone(),
-                last: Attempt::Failed {
-                    reason: format!("invalid destination URL: {e}"),
-                },
-            })
+        let invalid = |url: &url::Url, e: http::uri::InvalidUri| Failure {
+            destination: url.clone(),
+            last: Attempt::Failed {
+                reason: format!("invalid destination URL: {e}"),
+            },
         };
-        let subscriber_uri = parse(subscriber)?;
-        let reply_uri = sub
-            .reply
-            .as_ref()
-            .map(|r| parse(r).map(|u| (r, u)))
-            .transpose()?;
+        let subscriber_uri: Uri = match subscriber.as_str().parse() {
+            Ok(u) => u,
+            Err(e) => return Err(invalid(subscriber, e)),
+        };
+        let reply_uri = match &sub.reply {
+            None => None,
+            Some(r) => match r.as_str().parse::<Uri>() {
+                Ok(u) => Some((r, u)),
+                Err(e) => return Err(invalid(r, e)),
+            },
+        };
         let ttl = broker_ttl(event);
         let client = &self.deliverer.client;
         let mut n = 0u32;
