@@ -192,17 +192,22 @@ async fn replies_reenter_the_broker_and_reach_other_triggers(b: Backend) {
         "",
     );
     let d = Dispatcher::start_on(&b, &yaml, &[]).await;
+    let mut request = typed("q1", "shop.request", "/client");
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    request
+        .extensions
+        .insert("traceparent".into(), ExtensionValue::String(trace.into()));
     assert_eq!(
-        post(
-            &d,
-            "/brokers/default/default",
-            &typed("q1", "shop.request", "/client")
-        )
-        .await,
+        post(&d, "/brokers/default/default", &request).await,
         StatusCode::ACCEPTED
     );
     expect_ids(&audit, "audit", &["reply-q1"]).await;
     let reply = audit.received()[0].event.clone().expect("event");
+    assert_eq!(
+        reply.extension("traceparent").as_deref(),
+        Some(trace),
+        "the reply continues the producer's trace"
+    );
     assert_eq!(
         reply.extension("knativebrokerttl").as_deref(),
         Some("254"),
@@ -454,6 +459,34 @@ async fn addresses_route_to_the_broker_and_never_to_a_same_named_channel(b: Back
     assert_eq!(
         broker["address"],
         "http://orders-kn-broker.default.svc.cluster.local"
+    );
+
+    // Broker ingress answers as channel ingress does.
+    let get = http::Request::get(d.url("/brokers/default/orders"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let (status, headers, _) = d.client().send(get).await.expect("sent");
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "POST, OPTIONS");
+    let options = http::Request::options(d.url("/brokers/default/orders"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    assert_eq!(
+        d.client().send(options).await.expect("sent").0,
+        StatusCode::OK
+    );
+    let garbage = http::Request::post(d.url("/brokers/default/orders"))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"hello",
+        )))
+        .expect("request");
+    assert_eq!(
+        d.client().send(garbage).await.expect("sent").0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post(&d, "/brokers/default/nope", &event("x")).await,
+        StatusCode::NOT_FOUND
     );
 
     // A broker removed answers 404; its channel twin keeps serving.

@@ -177,6 +177,15 @@ impl Job {
                                 BROKER_TTL_EXTENSION.to_owned(),
                                 ExtensionValue::Integer(ttl - 1),
                             );
+                            // The reply continues the event's trace.
+                            for name in ["traceparent", "tracestate"] {
+                                if let (false, Some(v)) = (
+                                    reply.extensions.contains_key(name),
+                                    event.extensions.get(name),
+                                ) {
+                                    reply.extensions.insert(name.to_owned(), v.clone());
+                                }
+                            }
                             let (answer, _) = client
                                 .send(uri, &reply, policy.format, policy.timeout)
                                 .await;
