@@ -1,11 +1,13 @@
 //! `deploy/kubernetes` stays loadable and true: every document parses into
 //! its Kubernetes type and survives a round trip unchanged (so a misspelled
 //! field cannot hide), the flags the Deployments pass exist in the binaries,
-//! the dispatchers get no Kubernetes access, and the controller refuses to
-//! start without a cluster with a clear message.
+//! the dispatchers get no Kubernetes access, the provisioner may do what the
+//! broker controller does, the broker examples are valid custom resources,
+//! and the controller refuses to start without a cluster with a clear
+//! message.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
@@ -15,17 +17,27 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn dir() -> PathBuf {
+    deploy("kubernetes")
+}
+
+fn deploy(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
-        .join("deploy/kubernetes")
+        .join("deploy")
+        .join(sub)
 }
 
-/// Every document of every YAML file, with the file it came from.
+/// Every document of every YAML file of `deploy/kubernetes`, with the file
+/// it came from.
 fn documents() -> Vec<(String, Value)> {
+    documents_in(&dir())
+}
+
+fn documents_in(dir: &Path) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
-        .expect("deploy/kubernetes")
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
@@ -86,13 +98,131 @@ fn every_manifest_parses_into_its_kubernetes_type() {
         }
         *kinds.entry(kind).or_default() += 1;
     }
-    assert_eq!(kinds.get("CustomResourceDefinition"), Some(&6), "{kinds:?}");
+    assert_eq!(
+        kinds.get("CustomResourceDefinition"),
+        Some(&8),
+        "four channel kinds, Subscription, ClusterChannelProvisioner, Broker, Trigger: {kinds:?}"
+    );
     assert_eq!(
         kinds.get("Deployment"),
         Some(&4),
         "provisioner and three dispatchers"
     );
     assert_eq!(kinds.get("ClusterChannelProvisioner"), Some(&3));
+}
+
+#[test]
+fn the_crds_serve_brokers_and_triggers_as_knative_does() {
+    let crds: Vec<CustomResourceDefinition> = documents()
+        .into_iter()
+        .filter(|(_, d)| d["kind"] == "CustomResourceDefinition")
+        .map(|(file, d)| round_trip(&file, &d))
+        .collect();
+    for (name, columns) in [
+        (
+            "brokers.eventing.knative.dev",
+            vec!["URL", "Age", "Ready", "Reason"],
+        ),
+        (
+            "triggers.eventing.knative.dev",
+            vec!["Broker", "Subscriber_URI", "Age", "Ready", "Reason"],
+        ),
+    ] {
+        let crd = crds
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no CRD {name}"));
+        let versions: Vec<(&str, bool)> = crd
+            .spec
+            .versions
+            .iter()
+            .map(|v| (v.name.as_str(), v.storage))
+            .collect();
+        assert_eq!(
+            versions,
+            [("v1", true), ("v1beta1", false), ("v1alpha1", false)],
+            "{name}"
+        );
+        for v in &crd.spec.versions {
+            let got: Vec<&str> = v
+                .additional_printer_columns
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str())
+                .collect();
+            assert_eq!(got, columns, "{name} {}", v.name);
+            assert!(v
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some());
+        }
+    }
+}
+
+/// Whether a rule of `role` grants `verb` on `resource` of `group`.
+fn allows(role: &ClusterRole, group: &str, resource: &str, verb: &str) -> bool {
+    role.rules.iter().flatten().any(|r| {
+        r.api_groups.iter().flatten().any(|g| g == group)
+            && r.resources.iter().flatten().any(|x| x == resource)
+            && r.verbs.iter().any(|v| v == verb)
+    })
+}
+
+#[test]
+fn the_provisioner_may_run_brokers_and_triggers() {
+    let role: ClusterRole = documents()
+        .into_iter()
+        .find(|(_, d)| {
+            d["kind"] == "ClusterRole" && d["metadata"]["name"] == "knative-channels-provisioner"
+        })
+        .map(|(file, d)| round_trip(&file, &d))
+        .expect("the provisioner's ClusterRole");
+    let eventing = "eventing.knative.dev";
+    for (group, resource, verbs) in [
+        (
+            eventing,
+            "brokers",
+            &["get", "list", "watch", "patch", "create"][..],
+        ),
+        (eventing, "triggers", &["get", "list", "watch", "patch"][..]),
+        (eventing, "brokers/status", &["patch"][..]),
+        (eventing, "triggers/status", &["patch"][..]),
+        // blockOwnerDeletion on the broker's Service needs it too.
+        (eventing, "brokers/finalizers", &["update"][..]),
+        (eventing, "triggers/finalizers", &["update"][..]),
+        ("", "configmaps", &["get", "list", "watch"][..]),
+        ("", "namespaces", &["get", "list", "watch"][..]),
+        ("", "services", &["get", "create", "patch"][..]),
+    ] {
+        for verb in verbs {
+            assert!(
+                allows(&role, group, resource, verb),
+                "{verb} {resource}.{group}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_broker_examples_are_valid_custom_resources() {
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for (file, doc) in documents_in(&deploy("examples/broker")) {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "Broker" => drop(round_trip::<provisioner::kubernetes::crd::Broker>(
+                &file, &doc,
+            )),
+            "Trigger" => drop(round_trip::<provisioner::kubernetes::crd::Trigger>(
+                &file, &doc,
+            )),
+            "ConfigMap" => drop(round_trip::<ConfigMap>(&file, &doc)),
+            other => panic!("{file}: unexpected kind {other}"),
+        }
+        *kinds.entry(kind).or_default() += 1;
+    }
+    assert!(kinds.get("Broker").is_some_and(|n| *n >= 1), "{kinds:?}");
+    assert!(kinds.get("Trigger").is_some_and(|n| *n >= 3), "{kinds:?}");
 }
 
 #[test]

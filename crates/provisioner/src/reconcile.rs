@@ -18,8 +18,10 @@
 //!   through the per-channel Service host Knative names
 //!   `<name>-kn-channel.<namespace>.svc.cluster.local`.
 
+use channel_core::broker::trigger_channel_name;
 use channel_core::compile::{compile, Problem};
 use channel_core::manifests::Manifests;
+use channel_core::resources::ChannelKind;
 use channel_core::{BackendKind, ChannelContract};
 use std::collections::BTreeMap;
 use url::Url;
@@ -152,6 +154,7 @@ pub fn plan(
         };
         channels.push(planned);
     }
+    keep_what_stopped_compiling(&mut channels, &mut problems, previous, addressing);
     channels.sort_by_key(|c| channel_key(&c.contract));
     // Subscriptions reach other channels through their addresses: rewrite
     // destinations that name a channel's cluster host to its planned
@@ -182,6 +185,64 @@ pub fn plan(
     problems
         .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
     Plan { channels, problems }
+}
+
+/// A channel or broker that was served but no longer compiles (its class,
+/// its config ConfigMap or its template went away or went wrong) stays
+/// served exactly as before — topic or stream, ingress, subscriptions — and
+/// reports the problem, instead of having its stored events deleted with
+/// its backing resource. Deleting the resource itself is what removes it.
+fn keep_what_stopped_compiling(
+    channels: &mut Vec<PlannedChannel>,
+    problems: &mut Vec<Problem>,
+    previous: &BTreeMap<ChannelKey, ChannelContract>,
+    addressing: &Addressing,
+) {
+    let mut kept_problems = Vec::new();
+    problems.retain(|p| {
+        let key = if p.kind == "Broker" {
+            if p.reason == "BrokerClassNotServed" {
+                return true;
+            }
+            (
+                p.namespace.clone(),
+                trigger_channel_name(&p.name),
+                "Channel".to_owned(),
+            )
+        } else if ChannelKind::from_kind(&p.kind).is_some() {
+            (p.namespace.clone(), p.name.clone(), p.kind.clone())
+        } else {
+            return true;
+        };
+        let Some(before) = previous.get(&key) else {
+            return true;
+        };
+        if p.kind == "Broker" && before.broker.as_ref().is_none_or(|b| b.name != p.name) {
+            return true;
+        }
+        if channels.iter().any(|c| channel_key(&c.contract) == key) {
+            return true;
+        }
+        channels.push(PlannedChannel {
+            address: addressing.address(before),
+            broker_address: addressing.broker_address(before),
+            contract: before.clone(),
+            dead_letter_sink: None,
+            rejected: Some(p.clone()),
+        });
+        kept_problems.push(before.clone());
+        false
+    });
+    // Its subscriptions are served with it: not problems of their own.
+    problems.retain(|p| {
+        !kept_problems.iter().any(|c| {
+            c.subscriptions.iter().any(|s| {
+                s.namespace == p.namespace
+                    && s.name == p.name
+                    && (p.kind == "Subscription" || p.kind == "Trigger")
+            })
+        })
+    });
 }
 
 fn rewrite_channel_url(url: &mut Url, hosts: &BTreeMap<String, String>) {
@@ -326,6 +387,62 @@ spec:
             after.channels[0].contract.parameters.get("maxEvents"),
             Some(&serde_json::json!(10))
         );
+    }
+
+    #[test]
+    fn a_served_broker_or_channel_that_stops_compiling_keeps_being_served() {
+        let good = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kafka-broker, namespace: shop}
+data:
+  channel-template-spec: "apiVersion: messaging.knative.dev/v1beta1\nkind: KafkaChannel"
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default, namespace: shop}
+spec: {config: {apiVersion: v1, kind: ConfigMap, name: kafka-broker}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: t, namespace: shop}
+spec: {subscriber: {uri: "http://t.shop/"}}
+---
+apiVersion: messaging.knative.dev/v1
+kind: Channel
+metadata: {name: orders, namespace: shop}
+spec: {provisioner: {name: kafka}}
+"#;
+        let first = plan(&manifests(good), &BTreeMap::new(), &Addressing::default());
+        assert!(first.problems.is_empty(), "{:?}", first.problems);
+        let previous = by_key(&first);
+        // The ConfigMap and the class go away.
+        let broken = good
+            .replace(
+                "name: kafka-broker, namespace: shop}",
+                "name: other, namespace: shop}",
+            )
+            .replace(
+                "{provisioner: {name: kafka}}",
+                "{provisioner: {name: gone}}",
+            );
+        let second = plan(&manifests(&broken), &previous, &Addressing::default());
+        assert_eq!(by_key(&second), previous, "both are served as before");
+        assert!(second.problems.is_empty(), "{:?}", second.problems);
+        let reasons: Vec<&str> = second
+            .channels
+            .iter()
+            .filter_map(|c| c.rejected.as_ref().map(|p| p.reason.as_str()))
+            .collect();
+        assert_eq!(reasons, ["ConfigNotFound", "ClassNotFound"]);
+        // Without a previous contract they are problems, not channels.
+        let fresh = plan(
+            &manifests(&broken),
+            &BTreeMap::new(),
+            &Addressing::default(),
+        );
+        assert!(fresh.channels.is_empty());
+        assert_eq!(fresh.problems.len(), 3, "{:?}", fresh.problems);
     }
 
     #[test]

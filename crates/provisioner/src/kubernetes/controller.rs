@@ -27,17 +27,34 @@
 //!    (optimistically, with the object's resourceVersion; a conflict is
 //!    retried on the fresh object), with a Kubernetes Event when readiness
 //!    changes.
+//!
+//! Brokers and Triggers go through the same steps (see
+//! `docs/kubernetes-brokers.md`): a Broker of this project's class
+//! (`MTChannelBasedBroker`, the default) compiles to a channel named
+//! `<broker>-kne-trigger` that exists only in the contract, each of its
+//! Triggers to a filtered subscription of it. Both carry the finalizer
+//! [`BROKER_FINALIZER`]; the broker gets a `<broker>-kn-broker` ExternalName
+//! Service owned by it; the ConfigMap its `spec.config` names is read
+//! (from the snapshot, else through the API). Brokers of another class, and
+//! the triggers on them, are left alone. A namespace labelled
+//! `eventing.knative.dev/injection: enabled` gets a Broker `default`,
+//! created once and never deleted by the controller, as Knative does.
 
 use super::crd;
 use crate::cycle::{as_base, dispatcher_released, poll_dispatchers, Cycle, HttpClient};
 use crate::reconcile::{channel_key, plan, Addressing, ChannelKey, Plan};
 use crate::status::{self, ConditionStatus, DispatcherObservation, ResourceStatus};
+use channel_core::broker::{
+    BROKER_CLASS_ANNOTATION, CHANNEL_BASED_BROKER_CLASS, DEFAULT_BROKER, INJECTION_LABEL,
+};
 use channel_core::compile::{compile, Problem};
 use channel_core::manifests::{load_str, Manifests};
-use channel_core::resources::{ChannelKind, Destination};
+use channel_core::resources::{ChannelKind, Destination, KReference};
 use channel_core::{BackendKind, ChannelContract, Contract};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Service};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -47,6 +64,14 @@ use url::Url;
 
 /// Held by every channel until its backing resource is deleted.
 pub const FINALIZER: &str = "messaging.knative.dev/channel-provisioner";
+/// Held by every Broker and Trigger this project serves until its
+/// dispatcher stopped serving it (and, for a broker, its topic or stream is
+/// deleted).
+pub const BROKER_FINALIZER: &str = "eventing.knative.dev/channel-provisioner";
+/// The label of the brokers created for namespaces with injection enabled.
+pub const INJECTED_LABEL: &str = "eventing.knative.dev/namespaceInjected";
+/// The API version Brokers and Triggers are read and written in.
+const EVENTING_V1: &str = "eventing.knative.dev/v1";
 /// Field manager of everything the controller applies.
 pub const MANAGER: &str = "knative-channel-provisioner";
 /// Label on the ConfigMaps holding contracts.
@@ -113,9 +138,22 @@ pub fn channel_resources() -> [(ChannelKind, ApiResource); 4] {
     ]
 }
 
+/// The API resource of Brokers.
+pub fn broker_resource() -> ApiResource {
+    ApiResource::erase::<crd::Broker>(&())
+}
+
+/// The API resource of Triggers.
+pub fn trigger_resource() -> ApiResource {
+    ApiResource::erase::<crd::Trigger>(&())
+}
+
 fn resource_of(kind: &str) -> Option<ApiResource> {
-    if kind == "Subscription" {
-        return Some(ApiResource::erase::<crd::Subscription>(&()));
+    match kind {
+        "Subscription" => return Some(ApiResource::erase::<crd::Subscription>(&())),
+        "Broker" => return Some(broker_resource()),
+        "Trigger" => return Some(trigger_resource()),
+        _ => {}
     }
     channel_resources()
         .into_iter()
@@ -168,6 +206,133 @@ pub struct Snapshot {
     pub subscriptions: Vec<crd::Subscription>,
     /// The contract ConfigMaps in the system namespace.
     pub contract_maps: Vec<ConfigMap>,
+    /// Brokers of every class (those of another class are recognised, to
+    /// be left alone).
+    pub brokers: Vec<DynamicObject>,
+    pub triggers: Vec<DynamicObject>,
+    /// The ConfigMaps brokers name in `spec.config` ([`config_references`]);
+    /// one missing here is read through the API.
+    pub config_maps: Vec<ConfigMap>,
+    /// Namespaces labelled `eventing.knative.dev/injection: enabled`.
+    pub namespaces: Vec<Namespace>,
+}
+
+impl Snapshot {
+    /// The broker `namespace/name`, live or deleting.
+    pub fn broker(&self, namespace: &str, name: &str) -> Option<&DynamicObject> {
+        self.brokers
+            .iter()
+            .find(|b| b.namespace().as_deref() == Some(namespace) && b.name_any() == name)
+    }
+
+    /// Whether this project serves a trigger: its broker is of this
+    /// project's class, or does not exist (yet; the trigger reports it).
+    pub fn serves_trigger(&self, trigger: &DynamicObject) -> bool {
+        let ns = trigger.namespace().unwrap_or_default();
+        self.broker(&ns, &trigger_broker(trigger))
+            .is_none_or(is_our_broker)
+    }
+}
+
+/// A broker's class (`eventing.knative.dev/broker.class`, this project's
+/// `MTChannelBasedBroker` when unset), as channel-core decides it.
+pub fn broker_class(broker: &DynamicObject) -> &str {
+    broker
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BROKER_CLASS_ANNOTATION))
+        .map(String::as_str)
+        .filter(|c| !c.is_empty())
+        .unwrap_or(CHANNEL_BASED_BROKER_CLASS)
+}
+
+/// Whether this project serves the broker (its class is ours).
+pub fn is_our_broker(broker: &DynamicObject) -> bool {
+    broker_class(broker) == CHANNEL_BASED_BROKER_CLASS
+}
+
+/// The name of a trigger's broker (`default` when unset).
+pub fn trigger_broker(trigger: &DynamicObject) -> String {
+    trigger.data["spec"]["broker"]
+        .as_str()
+        .filter(|b| !b.is_empty())
+        .unwrap_or(DEFAULT_BROKER)
+        .to_owned()
+}
+
+fn is_live(o: &DynamicObject) -> bool {
+    o.metadata.deletion_timestamp.is_none()
+}
+
+fn has_finalizer(o: &DynamicObject, finalizer: &str) -> bool {
+    o.finalizers().iter().any(|f| f == finalizer)
+}
+
+/// The ConfigMap a broker's `spec.config` names, as (namespace, name).
+fn config_reference(broker: &DynamicObject) -> Option<(String, String)> {
+    let config: KReference = serde_json::from_value(broker.data["spec"]["config"].clone()).ok()?;
+    let core = config
+        .api_version
+        .as_deref()
+        .is_none_or(|v| v.is_empty() || v == "v1");
+    (config.kind == "ConfigMap" && core && !config.name.is_empty()).then(|| {
+        (
+            config
+                .namespace
+                .filter(|n| !n.is_empty())
+                .or_else(|| broker.namespace())
+                .unwrap_or_default(),
+            config.name,
+        )
+    })
+}
+
+/// The ConfigMaps named by the `spec.config` of the live brokers this
+/// project serves: (namespace, name). The run loop watches each of them.
+pub fn config_references(snap: &Snapshot) -> BTreeSet<(String, String)> {
+    snap.brokers
+        .iter()
+        .filter(|b| is_live(b) && is_our_broker(b))
+        .filter_map(config_reference)
+        .collect()
+}
+
+/// A ConfigMap as a manifest document.
+fn config_map_document(map: &ConfigMap) -> String {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": map.metadata.name, "namespace": map.metadata.namespace},
+        "data": map.data.clone().unwrap_or_default(),
+    })
+    .to_string()
+}
+
+/// A broker whose dead-letter sink cannot be resolved stays served: its
+/// planned status, with `DeadLetterSinkResolved` (and so `Ready`) `False`.
+fn dead_letter_sink_unresolved(row: &mut ResourceStatus, p: &Problem) {
+    let failed = json!({"status": "False", "reason": p.reason, "message": p.message});
+    let Some(conditions) = row
+        .status
+        .get_mut("conditions")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for c in conditions.iter_mut() {
+        let was_ready = c["status"] != "False";
+        if c["type"] == "DeadLetterSinkResolved" || (c["type"] == "Ready" && was_ready) {
+            if let (Some(c), Some(f)) = (c.as_object_mut(), failed.as_object()) {
+                c.extend(f.clone());
+            }
+        }
+    }
+    if row.ready != ConditionStatus::False {
+        row.ready = ConditionStatus::False;
+        row.reason = Some(p.reason.clone());
+        row.message = Some(p.message.clone());
+    }
 }
 
 /// What one round did.
@@ -189,11 +354,15 @@ pub struct Controller {
     recorder: Recorder,
     /// Contracts written by this process (the ConfigMap cache may lag).
     written: BTreeMap<BackendKind, Contract>,
-    /// ExternalName Services applied by this process: (namespace, name) →
-    /// (target host, owner uid).
+    /// ExternalName Services applied by this process: (namespace, Service
+    /// name) → (target host, owner uid).
     services: BTreeMap<(String, String), (String, String)>,
-    /// When each deleting channel was first seen deleting.
+    /// When each deleting channel, broker or trigger was first seen
+    /// deleting (keyed by namespace, name and kind).
     deleting_since: BTreeMap<ChannelKey, Instant>,
+    /// The broker ConfigMaps last read, by (namespace, name): used when the
+    /// API cannot be read.
+    configs: BTreeMap<(String, String), ConfigMap>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -265,6 +434,9 @@ fn merge(into: &mut Manifests, from: Manifests) {
     into.channels.extend(from.channels);
     into.subscriptions.extend(from.subscriptions);
     into.classes.extend(from.classes);
+    into.brokers.extend(from.brokers);
+    into.triggers.extend(from.triggers);
+    into.config_maps.extend(from.config_maps);
     into.warnings.extend(from.warnings);
 }
 
@@ -278,11 +450,19 @@ fn problem(kind: &str, meta: &kube::api::ObjectMeta, reason: &str, message: Stri
     }
 }
 
-fn is_channel_reference(r: &channel_core::resources::KReference) -> bool {
+fn is_channel_reference(r: &KReference) -> bool {
     ChannelKind::from_kind(&r.kind).is_some()
         && r.api_version
             .as_deref()
             .is_none_or(|v| v.starts_with("messaging.knative.dev/"))
+}
+
+fn is_broker_reference(r: &KReference) -> bool {
+    r.kind == "Broker"
+        && r.api_version
+            .as_deref()
+            .or(r.group.as_deref())
+            .is_none_or(|v| v.starts_with("eventing.knative.dev"))
 }
 
 /// Log a failed API call; it is retried next round.
@@ -318,12 +498,19 @@ impl Controller {
             written: BTreeMap::new(),
             services: BTreeMap::new(),
             deleting_since: BTreeMap::new(),
+            configs: BTreeMap::new(),
         }
     }
 
     /// Resolve a destination that references something other than a
-    /// channel into a URI; `Err` says why it cannot be.
-    async fn resolve(&self, namespace: &str, dest: &mut Destination) -> Result<(), String> {
+    /// channel or a broker this project serves into a URI (those compile
+    /// resolves); `Err` says why it cannot be.
+    async fn resolve(
+        &self,
+        snap: &Snapshot,
+        namespace: &str,
+        dest: &mut Destination,
+    ) -> Result<(), String> {
         let Some(r) = dest.reference.clone() else {
             return Ok(());
         };
@@ -331,6 +518,11 @@ impl Controller {
             return Ok(());
         }
         let ns = r.namespace.clone().unwrap_or_else(|| namespace.to_owned());
+        // A broker of this project (or none: compile reports it missing);
+        // one of another class is an Addressable like any other.
+        if is_broker_reference(&r) && snap.broker(&ns, &r.name).is_none_or(is_our_broker) {
+            return Ok(());
+        }
         let api_version = r
             .api_version
             .clone()
@@ -377,7 +569,11 @@ impl Controller {
 
     /// Manifests from the snapshot's live objects, with references to
     /// non-channels resolved; the objects that cannot be used, as problems.
-    async fn manifests(&self, snap: &Snapshot) -> (Manifests, Vec<Problem>) {
+    async fn manifests(
+        &mut self,
+        snap: &Snapshot,
+        errors: &mut Vec<String>,
+    ) -> (Manifests, Vec<Problem>) {
         let mut manifests = class_manifests(snap);
         let mut problems = Vec::new();
         for channel in &snap.channels {
@@ -388,20 +584,23 @@ impl Controller {
             let ns = channel.namespace().unwrap_or_default();
             let mut spec = channel.data.get("spec").cloned().unwrap_or(Value::Null);
             // The channel's own dead-letter sink may reference a Service or
-            // another Addressable.
+            // another Addressable. Unresolvable, it is reported and the
+            // channel stays served (dropping it would delete its topic or
+            // stream); subscriptions inheriting the sink wait for it.
             if let Some(dls) = spec.pointer("/delivery/deadLetterSink").cloned() {
                 if let Ok(mut dest) = serde_json::from_value::<Destination>(dls) {
-                    if let Err(message) = self.resolve(&ns, &mut dest).await {
-                        problems.push(problem(
+                    match self.resolve(snap, &ns, &mut dest).await {
+                        Ok(()) => {
+                            spec["delivery"]["deadLetterSink"] =
+                                serde_json::to_value(&dest).unwrap_or_default();
+                        }
+                        Err(message) => problems.push(problem(
                             &kind,
                             &channel.metadata,
                             "DeadLetterSinkResolveFailed",
                             message,
-                        ));
-                        continue;
+                        )),
                     }
-                    spec["delivery"]["deadLetterSink"] =
-                        serde_json::to_value(&dest).unwrap_or_default();
                 }
             }
             let doc = document(&api_version_of(channel), &kind, &channel.metadata, &spec);
@@ -428,7 +627,7 @@ impl Controller {
                 (delivery_dls, "DeadLetterSinkResolveFailed"),
             ] {
                 let Some(dest) = dest else { continue };
-                if let Err(message) = self.resolve(&ns, dest).await {
+                if let Err(message) = self.resolve(snap, &ns, dest).await {
                     problems.push(problem("Subscription", &sub.metadata, reason, message));
                     continue 'subscriptions;
                 }
@@ -449,7 +648,133 @@ impl Controller {
                 )),
             }
         }
+        self.broker_manifests(snap, &mut manifests, &mut problems, errors)
+            .await;
         (manifests, problems)
+    }
+
+    /// The brokers this project serves, their config ConfigMaps and their
+    /// triggers, into `manifests`; references resolved as for channels and
+    /// subscriptions.
+    async fn broker_manifests(
+        &mut self,
+        snap: &Snapshot,
+        manifests: &mut Manifests,
+        problems: &mut Vec<Problem>,
+        errors: &mut Vec<String>,
+    ) {
+        for key in config_references(snap) {
+            let (ns, name) = &key;
+            let found = snap
+                .config_maps
+                .iter()
+                .find(|m| {
+                    m.metadata.namespace.as_deref() == Some(ns.as_str())
+                        && m.metadata.name.as_deref() == Some(name.as_str())
+                })
+                .cloned();
+            let map = match found {
+                Some(map) => Some(map),
+                // Not watched yet: read it.
+                None => match Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+                    .get_opt(name)
+                    .await
+                {
+                    Ok(map) => map,
+                    Err(e) => {
+                        note(errors, format!("reading ConfigMap {ns}/{name}"), e);
+                        self.configs.get(&key).cloned()
+                    }
+                },
+            };
+            let Some(map) = map else {
+                // compile reports ConfigNotFound on the broker.
+                self.configs.remove(&key);
+                continue;
+            };
+            match load_str(
+                &format!("ConfigMap {ns}/{name}"),
+                &config_map_document(&map),
+            ) {
+                Ok(m) => merge(manifests, m),
+                Err(e) => manifests.warnings.push(e.to_string()),
+            }
+            self.configs.insert(key, map);
+        }
+        for broker in snap
+            .brokers
+            .iter()
+            .filter(|b| is_live(b) && is_our_broker(b))
+        {
+            let ns = broker.namespace().unwrap_or_default();
+            let mut spec = broker.data.get("spec").cloned().unwrap_or(Value::Null);
+            // Unresolvable, it is reported and the broker stays served (its
+            // channel and the events in it stay); triggers inheriting the
+            // sink wait for it.
+            if let Some(dls) = spec.pointer("/delivery/deadLetterSink").cloned() {
+                if let Ok(mut dest) = serde_json::from_value::<Destination>(dls) {
+                    match self.resolve(snap, &ns, &mut dest).await {
+                        Ok(()) => {
+                            spec["delivery"]["deadLetterSink"] =
+                                serde_json::to_value(&dest).unwrap_or_default();
+                        }
+                        Err(message) => problems.push(problem(
+                            "Broker",
+                            &broker.metadata,
+                            "DeadLetterSinkResolveFailed",
+                            message,
+                        )),
+                    }
+                }
+            }
+            let doc = document(EVENTING_V1, "Broker", &broker.metadata, &spec);
+            match load_str(&format!("Broker {ns}/{}", broker.name_any()), &doc) {
+                Ok(m) => merge(manifests, m),
+                Err(e) => problems.push(problem(
+                    "Broker",
+                    &broker.metadata,
+                    "InvalidSpec",
+                    e.to_string(),
+                )),
+            }
+        }
+        'triggers: for trigger in snap
+            .triggers
+            .iter()
+            .filter(|t| is_live(t) && snap.serves_trigger(t))
+        {
+            let ns = trigger.namespace().unwrap_or_default();
+            let mut spec = trigger.data.get("spec").cloned().unwrap_or(Value::Null);
+            for (pointer, reason) in [
+                ("/subscriber", "SubscriberResolveFailed"),
+                ("/delivery/deadLetterSink", "DeadLetterSinkResolveFailed"),
+            ] {
+                let Some(value) = spec.pointer(pointer).cloned() else {
+                    continue;
+                };
+                // A malformed destination is the loader's to report.
+                let Ok(mut dest) = serde_json::from_value::<Destination>(value) else {
+                    continue;
+                };
+                if let Err(message) = self.resolve(snap, &ns, &mut dest).await {
+                    problems.push(problem("Trigger", &trigger.metadata, reason, message));
+                    continue 'triggers;
+                }
+                if let Some(slot) = spec.pointer_mut(pointer) {
+                    *slot = serde_json::to_value(&dest).unwrap_or_default();
+                }
+            }
+            let doc = document(EVENTING_V1, "Trigger", &trigger.metadata, &spec);
+            match load_str(&format!("Trigger {ns}/{}", trigger.name_any()), &doc) {
+                Ok(m) => merge(manifests, m),
+                Err(e) => problems.push(problem(
+                    "Trigger",
+                    &trigger.metadata,
+                    "InvalidSpec",
+                    e.to_string(),
+                )),
+            }
+        }
     }
 
     /// The contracts in force: what this process wrote, or what the
@@ -493,9 +818,24 @@ impl Controller {
         Ok(())
     }
 
-    async fn apply_service(&self, owner: &DynamicObject, host: &str) -> Result<(), kube::Error> {
+    /// Apply the ExternalName Service `name` (a channel's
+    /// `<name>-kn-channel`, a broker's `<name>-kn-broker`) pointing at
+    /// `host`, owned by `owner` of `kind` and labelled `label: <owner>`.
+    async fn apply_service(
+        &self,
+        owner: &DynamicObject,
+        kind: &str,
+        name: &str,
+        label: &str,
+        host: &str,
+    ) -> Result<(), kube::Error> {
         let ns = owner.namespace().unwrap_or_default();
-        let name = format!("{}-kn-channel", owner.name_any());
+        let api_version = match api_version_of(owner) {
+            v if v.is_empty() => resource_of(kind)
+                .map(|ar| ar.api_version)
+                .unwrap_or_default(),
+            v => v,
+        };
         let service = json!({
             "apiVersion": "v1",
             "kind": "Service",
@@ -503,12 +843,12 @@ impl Controller {
                 "name": name,
                 "namespace": ns,
                 "labels": {
-                    "messaging.knative.dev/channel": owner.name_any(),
+                    label: owner.name_any(),
                     "app.kubernetes.io/managed-by": MANAGER,
                 },
                 "ownerReferences": [{
-                    "apiVersion": api_version_of(owner),
-                    "kind": kind_of(owner),
+                    "apiVersion": api_version,
+                    "kind": kind,
                     "name": owner.name_any(),
                     "uid": owner.uid().unwrap_or_default(),
                     "controller": true,
@@ -519,7 +859,7 @@ impl Controller {
         });
         let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
         api.patch(
-            &name,
+            name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(service),
         )
@@ -533,20 +873,32 @@ impl Controller {
         channel: &DynamicObject,
         finalizers: Vec<String>,
     ) -> Result<(), kube::Error> {
-        let Some(ar) = resource_of(&kind_of(channel)) else {
+        self.set_finalizers_of(&kind_of(channel), channel, finalizers)
+            .await
+    }
+
+    /// Set the finalizers of `object` of `kind` (optimistically, with its
+    /// resourceVersion).
+    async fn set_finalizers_of(
+        &self,
+        kind: &str,
+        object: &DynamicObject,
+        finalizers: Vec<String>,
+    ) -> Result<(), kube::Error> {
+        let Some(ar) = resource_of(kind) else {
             return Ok(());
         };
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),
-            &channel.namespace().unwrap_or_default(),
+            &object.namespace().unwrap_or_default(),
             &ar,
         );
         let patch = json!({"metadata": {
             "finalizers": finalizers,
-            "resourceVersion": channel.resource_version(),
+            "resourceVersion": object.resource_version(),
         }});
         api.patch(
-            &channel.name_any(),
+            &object.name_any(),
             &PatchParams::default(),
             &Patch::Merge(patch),
         )
@@ -698,20 +1050,109 @@ impl Controller {
         }
     }
 
-    /// One round: converge the cluster on `snap`.
-    pub async fn reconcile(&mut self, snap: &Snapshot) -> Outcome {
-        let mut errors = Vec::new();
+    /// The contract of the channel backing a deleting broker, had it been
+    /// served: compiled from its spec (and config, when known).
+    fn contract_of_deleting_broker(
+        &self,
+        broker: &DynamicObject,
+        snap: &Snapshot,
+    ) -> Option<ChannelContract> {
+        let ns = broker.namespace().unwrap_or_default();
+        let name = broker.name_any();
+        let mut manifests = class_manifests(snap);
+        let spec = broker.data.get("spec").cloned().unwrap_or(Value::Null);
+        let doc = document(EVENTING_V1, "Broker", &broker.metadata, &spec);
+        merge(&mut manifests, load_str("broker", &doc).ok()?);
+        if let Some(key) = config_reference(broker) {
+            let map = snap
+                .config_maps
+                .iter()
+                .find(|m| {
+                    m.metadata.namespace.as_deref() == Some(key.0.as_str())
+                        && m.metadata.name.as_deref() == Some(key.1.as_str())
+                })
+                .or_else(|| self.configs.get(&key));
+            if let Some(m) = map.and_then(|m| load_str("config", &config_map_document(m)).ok()) {
+                merge(&mut manifests, m);
+            }
+        }
+        compile(&manifests)
+            .contracts
+            .into_values()
+            .flat_map(|c| c.channels)
+            .find(|c| c.namespace == ns && backs(c, &name))
+    }
 
-        // 1. Finalizers on live channels.
+    /// Whether the dispatcher of `backend` stopped serving what `listed`
+    /// finds: the contract in force no longer lists it, and the dispatcher
+    /// applied that contract (see [`dispatcher_released`]).
+    fn released(
+        &self,
+        in_force: &BTreeMap<BackendKind, Contract>,
+        dispatchers: &BTreeMap<BackendKind, DispatcherObservation>,
+        backend: BackendKind,
+        since: Instant,
+        listed: impl Fn(&ChannelContract) -> bool,
+    ) -> bool {
+        let contract = in_force.get(&backend);
+        if contract.is_some_and(|c| c.channels.iter().any(&listed)) {
+            return false;
+        }
+        dispatcher_released(
+            dispatchers.get(&backend),
+            self.written.get(&backend).map(|c| c.generation),
+            since,
+        )
+    }
+
+    /// Create the Broker `default` of a namespace with injection enabled,
+    /// as Knative's namespace controller does.
+    async fn inject_broker(&self, namespace: &Namespace) -> Result<(), kube::Error> {
+        let ns = namespace.name_any();
+        let ar = broker_resource();
+        let mut broker = DynamicObject::new(DEFAULT_BROKER, &ar).within(&ns);
+        broker.metadata.labels = Some(BTreeMap::from([(
+            INJECTED_LABEL.to_owned(),
+            "true".to_owned(),
+        )]));
+        broker.data = json!({"spec": {}});
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &ar);
+        api.create(&PostParams::default(), &broker).await?;
+        tracing::info!(namespace = %ns, broker = DEFAULT_BROKER, "broker injected");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "BrokerCreated".into(),
+            note: Some(format!(
+                "Broker {ns}/{DEFAULT_BROKER} created ({INJECTION_LABEL}: enabled)"
+            )),
+            action: "InjectBroker".into(),
+            secondary: None,
+        };
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            name: Some(ns),
+            uid: namespace.metadata.uid.clone(),
+            ..ObjectReference::default()
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+        Ok(())
+    }
+
+    /// Step 1: the finalizer on every live channel and on the live brokers
+    /// and triggers this project serves; off those it no longer serves (a
+    /// broker whose class changed, a trigger whose broker turned out to be
+    /// of another class).
+    async fn hold_finalizers(&self, snap: &Snapshot, errors: &mut Vec<String>) {
         for channel in &snap.channels {
-            if channel.metadata.deletion_timestamp.is_none()
-                && !channel.finalizers().iter().any(|f| f == FINALIZER)
-            {
+            if is_live(channel) && !has_finalizer(channel, FINALIZER) {
                 let mut finalizers = channel.finalizers().to_vec();
                 finalizers.push(FINALIZER.into());
                 if let Err(e) = self.set_finalizers(channel, finalizers).await {
                     note(
-                        &mut errors,
+                        errors,
                         format!(
                             "adding the finalizer to {} {}",
                             kind_of(channel),
@@ -722,9 +1163,352 @@ impl Controller {
                 }
             }
         }
+        let brokers = snap.brokers.iter().map(|b| ("Broker", b, is_our_broker(b)));
+        let triggers = snap
+            .triggers
+            .iter()
+            .map(|t| ("Trigger", t, snap.serves_trigger(t)));
+        for (kind, object, ours) in brokers.chain(triggers) {
+            if !is_live(object) || ours == has_finalizer(object, BROKER_FINALIZER) {
+                continue;
+            }
+            let mut finalizers: Vec<String> = object
+                .finalizers()
+                .iter()
+                .filter(|f| *f != BROKER_FINALIZER)
+                .cloned()
+                .collect();
+            if ours {
+                finalizers.push(BROKER_FINALIZER.into());
+            }
+            if let Err(e) = self.set_finalizers_of(kind, object, finalizers).await {
+                note(
+                    errors,
+                    format!(
+                        "setting the finalizers of {kind} {}/{}",
+                        object.namespace().unwrap_or_default(),
+                        object.name_any()
+                    ),
+                    e,
+                );
+            }
+        }
+    }
+
+    /// Namespaces with injection enabled and no Broker `default` get one.
+    /// It is never deleted by the controller (Knative does not either).
+    async fn inject_brokers(&self, snap: &Snapshot, errors: &mut Vec<String>) {
+        for namespace in &snap.namespaces {
+            let ns = namespace.name_any();
+            let enabled = namespace
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(INJECTION_LABEL))
+                .is_some_and(|v| v == "enabled");
+            if !enabled
+                || namespace.metadata.deletion_timestamp.is_some()
+                || snap.broker(&ns, DEFAULT_BROKER).is_some()
+            {
+                continue;
+            }
+            match self.inject_broker(namespace).await {
+                Ok(()) => {}
+                // Created meanwhile (the broker cache lags).
+                Err(e) if is_conflict(&e) => {}
+                Err(e) => note(errors, format!("creating Broker {ns}/{DEFAULT_BROKER}"), e),
+            }
+        }
+    }
+
+    /// Step 5: the ExternalName Service of every planned channel
+    /// (`<name>-kn-channel`, owned by the channel) and broker
+    /// (`<name>-kn-broker`, owned by the broker).
+    async fn apply_services(&mut self, snap: &Snapshot, plan: &Plan, errors: &mut Vec<String>) {
+        for planned in &plan.channels {
+            let c = &planned.contract;
+            let Some(host) = self.settings.dispatcher_hosts.get(&c.backend).cloned() else {
+                continue;
+            };
+            let owner = match &c.broker {
+                Some(b) => snap
+                    .broker(&c.namespace, &b.name)
+                    .filter(|o| is_live(o))
+                    .map(|o| {
+                        (
+                            o,
+                            "Broker",
+                            format!("{}-kn-broker", b.name),
+                            "eventing.knative.dev/broker",
+                        )
+                    }),
+                None => snap
+                    .channels
+                    .iter()
+                    .find(|o| {
+                        kind_of(o) == c.kind
+                            && o.namespace().as_deref() == Some(&c.namespace)
+                            && o.name_any() == c.name
+                            && is_live(o)
+                    })
+                    .map(|o| {
+                        (
+                            o,
+                            c.kind.as_str(),
+                            format!("{}-kn-channel", c.name),
+                            "messaging.knative.dev/channel",
+                        )
+                    }),
+            };
+            let Some((object, kind, name, label)) = owner else {
+                continue;
+            };
+            let key = (c.namespace.clone(), name.clone());
+            let wanted = (host.clone(), object.uid().unwrap_or_default());
+            if self.services.get(&key) == Some(&wanted) {
+                continue;
+            }
+            match self.apply_service(object, kind, &name, label, &host).await {
+                Ok(()) => {
+                    self.services.insert(key, wanted);
+                }
+                Err(e) => note(
+                    errors,
+                    format!(
+                        "applying the Service of {kind} {}/{}",
+                        c.namespace,
+                        object.name_any()
+                    ),
+                    e,
+                ),
+            }
+        }
+    }
+
+    /// Step 7 for channels: out of the contract (done), then, once their
+    /// dispatcher applied that, their backing resource; then the finalizer.
+    /// Whether one waits for its dispatcher.
+    async fn release_channels(
+        &mut self,
+        snap: &Snapshot,
+        previous: &BTreeMap<ChannelKey, ChannelContract>,
+        dispatchers: &BTreeMap<BackendKind, DispatcherObservation>,
+        errors: &mut Vec<String>,
+    ) -> bool {
+        let mut waiting = false;
+        for channel in &snap.channels {
+            if is_live(channel) || !has_finalizer(channel, FINALIZER) {
+                continue;
+            }
+            if let Some(contract) = self.contract_of_deleting(channel, snap, previous) {
+                let key = channel_key(&contract);
+                let since = *self
+                    .deleting_since
+                    .entry(key.clone())
+                    .or_insert_with(Instant::now);
+                let served = previous.contains_key(&key);
+                let generation = self.written.get(&contract.backend).map(|c| c.generation);
+                if served
+                    && !dispatcher_released(dispatchers.get(&contract.backend), generation, since)
+                {
+                    tracing::debug!(channel = %contract.key(), "deletion waits for the dispatcher to stop serving the channel");
+                    waiting = true;
+                    continue;
+                }
+                if let Err(e) = self.cycle.provisioner.deprovision(&contract).await {
+                    tracing::warn!(channel = %contract.key(), error = %e, "deleting the backing resource failed; the finalizer stays");
+                    errors.push(format!("deleting {}: {e}", contract.key()));
+                    continue;
+                }
+                tracing::info!(channel = %contract.key(), backend = %contract.backend, "backing resource deleted");
+            }
+            let finalizers: Vec<String> = channel
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            match self.set_finalizers(channel, finalizers).await {
+                Ok(()) => {
+                    let ns = channel.namespace().unwrap_or_default();
+                    self.services
+                        .remove(&(ns.clone(), format!("{}-kn-channel", channel.name_any())));
+                    self.deleting_since
+                        .remove(&(ns, channel.name_any(), kind_of(channel)));
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => note(
+                    errors,
+                    format!(
+                        "removing the finalizer of {} {}",
+                        kind_of(channel),
+                        channel.name_any()
+                    ),
+                    e,
+                ),
+            }
+        }
+        waiting
+    }
+
+    /// Step 7 for brokers and triggers: once the dispatcher applied a
+    /// contract without them, a broker's backing topic or stream is
+    /// deleted, and the finalizer removed. Whether one waits.
+    async fn release_brokers_and_triggers(
+        &mut self,
+        snap: &Snapshot,
+        previous: &BTreeMap<ChannelKey, ChannelContract>,
+        dispatchers: &BTreeMap<BackendKind, DispatcherObservation>,
+        errors: &mut Vec<String>,
+    ) -> bool {
+        let in_force = self.current_contracts(snap);
+        let mut waiting = false;
+        for broker in &snap.brokers {
+            if is_live(broker) || !has_finalizer(broker, BROKER_FINALIZER) {
+                continue;
+            }
+            let ns = broker.namespace().unwrap_or_default();
+            let name = broker.name_any();
+            let key: ChannelKey = (ns.clone(), name.clone(), "Broker".into());
+            let served = previous
+                .values()
+                .find(|c| c.namespace == ns && backs(c, &name))
+                .cloned();
+            if let Some(contract) = served
+                .clone()
+                .or_else(|| self.contract_of_deleting_broker(broker, snap))
+            {
+                let since = *self
+                    .deleting_since
+                    .entry(key.clone())
+                    .or_insert_with(Instant::now);
+                let listed = |c: &ChannelContract| c.namespace == ns && backs(c, &name);
+                if served.is_some()
+                    && !self.released(&in_force, dispatchers, contract.backend, since, listed)
+                {
+                    tracing::debug!(broker = %format!("{ns}/{name}"), "deletion waits for the dispatcher to stop serving the broker");
+                    waiting = true;
+                    continue;
+                }
+                if let Err(e) = self.cycle.provisioner.deprovision(&contract).await {
+                    tracing::warn!(broker = %format!("{ns}/{name}"), error = %e, "deleting the backing resource failed; the finalizer stays");
+                    errors.push(format!("deleting the channel of Broker {ns}/{name}: {e}"));
+                    continue;
+                }
+                tracing::info!(broker = %format!("{ns}/{name}"), channel = %contract.key(), backend = %contract.backend, "backing resource deleted");
+            }
+            if self.release(broker, "Broker", errors).await {
+                self.services
+                    .remove(&(ns.clone(), format!("{name}-kn-broker")));
+                self.deleting_since.remove(&key);
+            }
+        }
+        for trigger in &snap.triggers {
+            if is_live(trigger) || !has_finalizer(trigger, BROKER_FINALIZER) {
+                continue;
+            }
+            let ns = trigger.namespace().unwrap_or_default();
+            let name = trigger.name_any();
+            let broker = trigger_broker(trigger);
+            let key: ChannelKey = (ns.clone(), name.clone(), "Trigger".into());
+            let listed = |c: &ChannelContract| {
+                c.namespace == ns
+                    && backs(c, &broker)
+                    && c.subscriptions
+                        .iter()
+                        .any(|s| s.trigger.is_some() && s.name == name)
+            };
+            if let Some(served) = previous.values().find(|c| listed(c)) {
+                let since = *self
+                    .deleting_since
+                    .entry(key.clone())
+                    .or_insert_with(Instant::now);
+                if !self.released(&in_force, dispatchers, served.backend, since, listed) {
+                    tracing::debug!(trigger = %format!("{ns}/{name}"), "deletion waits for the dispatcher to stop serving the trigger");
+                    waiting = true;
+                    continue;
+                }
+            }
+            if self.release(trigger, "Trigger", errors).await {
+                self.deleting_since.remove(&key);
+            }
+        }
+        waiting
+    }
+
+    /// Remove [`BROKER_FINALIZER`] from a deleting broker or trigger.
+    async fn release(&self, object: &DynamicObject, kind: &str, errors: &mut Vec<String>) -> bool {
+        let finalizers: Vec<String> = object
+            .finalizers()
+            .iter()
+            .filter(|f| *f != BROKER_FINALIZER)
+            .cloned()
+            .collect();
+        match self.set_finalizers_of(kind, object, finalizers).await {
+            Ok(()) => true,
+            Err(e) if is_not_found(&e) => true,
+            Err(e) => {
+                note(
+                    errors,
+                    format!(
+                        "removing the finalizer of {kind} {}/{}",
+                        object.namespace().unwrap_or_default(),
+                        object.name_any()
+                    ),
+                    e,
+                );
+                false
+            }
+        }
+    }
+
+    /// The object a status row belongs to, when this project serves it.
+    fn status_object(&self, snap: &Snapshot, resource: &ResourceStatus) -> Option<DynamicObject> {
+        let here = |o: &&DynamicObject| {
+            o.namespace().as_deref() == Some(&resource.namespace) && o.name_any() == resource.name
+        };
+        match resource.kind.as_str() {
+            "Subscription" => snap
+                .subscriptions
+                .iter()
+                .find(|s| {
+                    s.namespace().as_deref() == Some(&resource.namespace)
+                        && s.name_any() == resource.name
+                })
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| serde_json::from_value::<DynamicObject>(v).ok()),
+            // Brokers of another class, and their triggers, are left alone.
+            "Broker" => snap
+                .brokers
+                .iter()
+                .find(here)
+                .filter(|b| is_live(b) && is_our_broker(b))
+                .cloned(),
+            "Trigger" => snap
+                .triggers
+                .iter()
+                .find(here)
+                .filter(|t| is_live(t) && snap.serves_trigger(t))
+                .cloned(),
+            kind => snap
+                .channels
+                .iter()
+                .filter(|c| kind_of(c) == kind && is_live(c))
+                .find(here)
+                .cloned(),
+        }
+    }
+
+    /// One round: converge the cluster on `snap`.
+    pub async fn reconcile(&mut self, snap: &Snapshot) -> Outcome {
+        let mut errors = Vec::new();
+
+        // 1. Finalizers; brokers for namespaces with injection enabled.
+        self.hold_finalizers(snap, &mut errors).await;
+        self.inject_brokers(snap, &mut errors).await;
 
         // 2. Plan.
-        let (manifests, mut problems) = self.manifests(snap).await;
+        let (manifests, mut problems) = self.manifests(snap, &mut errors).await;
         let contracts = self.current_contracts(snap);
         let previous: BTreeMap<ChannelKey, ChannelContract> = contracts
             .values()
@@ -768,42 +1552,8 @@ impl Controller {
             }
         }
 
-        // 5. ExternalName Services for the planned channels.
-        let live = |kind: &str, ns: &str, name: &str| {
-            snap.channels.iter().find(|c| {
-                kind_of(c) == kind
-                    && c.namespace().as_deref() == Some(ns)
-                    && c.name_any() == name
-                    && c.metadata.deletion_timestamp.is_none()
-            })
-        };
-        for planned in &plan.channels {
-            let c = &planned.contract;
-            let (Some(object), Some(host)) = (
-                live(&c.kind, &c.namespace, &c.name),
-                self.settings.dispatcher_hosts.get(&c.backend),
-            ) else {
-                continue;
-            };
-            let key = (c.namespace.clone(), c.name.clone());
-            let wanted = (host.clone(), object.uid().unwrap_or_default());
-            if self.services.get(&key) == Some(&wanted) {
-                continue;
-            }
-            match self.apply_service(object, host).await {
-                Ok(()) => {
-                    self.services.insert(key, wanted);
-                }
-                Err(e) => note(
-                    &mut errors,
-                    format!(
-                        "applying the Service of {} {}/{}",
-                        c.kind, c.namespace, c.name
-                    ),
-                    e,
-                ),
-            }
-        }
+        // 5. ExternalName Services for the planned channels and brokers.
+        self.apply_services(snap, &plan, &mut errors).await;
 
         // 6. What the dispatchers applied.
         let mut admins = self.settings.dispatcher_admin.clone();
@@ -831,98 +1581,24 @@ impl Controller {
             }
             obs.dispatchers.insert(backend, observation);
         }
-        let mut waiting = false;
-        // 7. Deleted channels: out of the contract (above); once their
-        //    dispatcher applied that, their backing resource; then the
-        //    finalizer.
-        for channel in &snap.channels {
-            if channel.metadata.deletion_timestamp.is_none()
-                || !channel.finalizers().iter().any(|f| f == FINALIZER)
-            {
-                continue;
-            }
-            if let Some(contract) = self.contract_of_deleting(channel, snap, &previous) {
-                let key = channel_key(&contract);
-                let since = *self
-                    .deleting_since
-                    .entry(key.clone())
-                    .or_insert_with(Instant::now);
-                let served = previous.contains_key(&key);
-                let generation = self.written.get(&contract.backend).map(|c| c.generation);
-                if served
-                    && !dispatcher_released(
-                        obs.dispatchers.get(&contract.backend),
-                        generation,
-                        since,
-                    )
-                {
-                    tracing::debug!(channel = %contract.key(), "deletion waits for the dispatcher to stop serving the channel");
-                    waiting = true;
-                    continue;
-                }
-                if let Err(e) = self.cycle.provisioner.deprovision(&contract).await {
-                    tracing::warn!(channel = %contract.key(), error = %e, "deleting the backing resource failed; the finalizer stays");
-                    errors.push(format!("deleting {}: {e}", contract.key()));
-                    continue;
-                }
-                tracing::info!(channel = %contract.key(), backend = %contract.backend, "backing resource deleted");
-            }
-            let finalizers: Vec<String> = channel
-                .finalizers()
-                .iter()
-                .filter(|f| *f != FINALIZER)
-                .cloned()
-                .collect();
-            match self.set_finalizers(channel, finalizers).await {
-                Ok(()) => {
-                    self.services
-                        .remove(&(channel.namespace().unwrap_or_default(), channel.name_any()));
-                    self.deleting_since.remove(&(
-                        channel.namespace().unwrap_or_default(),
-                        channel.name_any(),
-                        kind_of(channel),
-                    ));
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => note(
-                    &mut errors,
-                    format!(
-                        "removing the finalizer of {} {}",
-                        kind_of(channel),
-                        channel.name_any()
-                    ),
-                    e,
-                ),
-            }
-        }
+
+        // 7. Deleted channels, brokers and triggers: out of the contract
+        //    (above); once their dispatcher applied that, their backing
+        //    resource; then the finalizer.
+        let mut waiting = self
+            .release_channels(snap, &previous, &obs.dispatchers, &mut errors)
+            .await;
+        waiting |= self
+            .release_brokers_and_triggers(snap, &previous, &obs.dispatchers, &mut errors)
+            .await;
         self.cycle.delete_due(&obs.dispatchers).await;
 
-        let mut resources = status::compute(&plan, &obs);
-        // An object both planned and a problem (e.g. an unresolvable
-        // dead-letter sink) reports the problem.
-        let problem_keys: BTreeSet<(String, String, String)> = plan
-            .problems
-            .iter()
-            .map(|p| (p.kind.clone(), p.namespace.clone(), p.name.clone()))
-            .collect();
-        resources.retain(|r| {
-            r.ready == ConditionStatus::False
-                || !problem_keys.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone()))
-        });
+        // 8. Status.
+        let resources = statuses(&plan, &obs);
         for resource in &resources {
-            let object = if resource.kind == "Subscription" {
-                snap.subscriptions
-                    .iter()
-                    .find(|s| {
-                        s.namespace().as_deref() == Some(&resource.namespace)
-                            && s.name_any() == resource.name
-                    })
-                    .and_then(|s| serde_json::to_value(s).ok())
-                    .and_then(|v| serde_json::from_value::<DynamicObject>(v).ok())
-            } else {
-                live(&resource.kind, &resource.namespace, &resource.name).cloned()
+            let Some(object) = self.status_object(snap, resource) else {
+                continue;
             };
-            let Some(object) = object else { continue };
             match self.patch_status(resource, &object).await {
                 Ok(Some(_before)) => self.event(resource, &object).await,
                 Ok(None) => {}
@@ -943,6 +1619,53 @@ impl Controller {
             waiting,
         }
     }
+}
+
+/// Whether channel `c` backs the broker `name` (of its namespace).
+fn backs(c: &ChannelContract, name: &str) -> bool {
+    c.broker.as_ref().is_some_and(|b| b.name == name)
+}
+
+/// One status per object: [`status::compute`]'s, where an object both
+/// planned and a problem (e.g. an unresolvable dead-letter sink) reports
+/// the problem, except a broker whose dead-letter sink cannot be resolved:
+/// it is served, so its planned status is kept with that condition failed.
+fn statuses(plan: &Plan, obs: &status::Observations) -> Vec<ResourceStatus> {
+    type Key = (String, String, String);
+    let key = |kind: &str, ns: &str, name: &str| -> Key { (kind.into(), ns.into(), name.into()) };
+    let mut resources = status::compute(plan, obs);
+    // Rows of problems have no backend; planned rows have one.
+    let is_problem = |r: &ResourceStatus| r.backend.is_none();
+    let mut amended: BTreeSet<Key> = BTreeSet::new();
+    for p in &plan.problems {
+        if p.kind != "Broker" || p.reason != "DeadLetterSinkResolveFailed" {
+            continue;
+        }
+        if let Some(row) = resources.iter_mut().find(|r| {
+            !is_problem(r) && r.kind == p.kind && r.namespace == p.namespace && r.name == p.name
+        }) {
+            dead_letter_sink_unresolved(row, p);
+            amended.insert(key(&p.kind, &p.namespace, &p.name));
+        }
+    }
+    let problem_keys: BTreeSet<Key> = plan
+        .problems
+        .iter()
+        .map(|p| key(&p.kind, &p.namespace, &p.name))
+        .filter(|k| !amended.contains(k))
+        .collect();
+    let mut seen: BTreeSet<Key> = BTreeSet::new();
+    resources.retain(|r| {
+        let k = key(&r.kind, &r.namespace, &r.name);
+        let wanted = if amended.contains(&k) {
+            !is_problem(r)
+        } else {
+            is_problem(r) || !problem_keys.contains(&k)
+        };
+        // Two problems of one object: the first.
+        wanted && seen.insert(k)
+    });
+    resources
 }
 
 #[cfg(test)]

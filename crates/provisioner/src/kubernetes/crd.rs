@@ -6,10 +6,17 @@
 //! `KReference`, ...); statuses are the Knative control-plane shapes of
 //! [`crate::status`]. Free-form backend parameters keep unknown fields
 //! (`x-kubernetes-preserve-unknown-fields`), and CEL transition rules make a
-//! channel's class and a subscription's channel immutable, as Knative
-//! requires.
+//! channel's class, a subscription's channel and a trigger's broker
+//! immutable, as Knative requires.
+//!
+//! `Broker` and `Trigger` are stored as `eventing.knative.dev/v1`; the
+//! seeds' `v1alpha1` (and Knative's `v1beta1`) are served too, deprecated,
+//! with the same schema (it holds the old fields: `spec.channelTemplate`,
+//! `spec.filter.sourceAndType`), so the API server converts between them
+//! by changing `apiVersion` only and no conversion webhook is needed.
 
-use crate::status::{ChannelStatus, SubscriptionStatus};
+use crate::status::{BrokerStatus, ChannelStatus, SubscriptionStatus, TriggerStatus};
+use channel_core::broker::{LegacyChannelTemplate, TriggerFilterSpec};
 use channel_core::resources::{
     ChannelTemplate, DeliverySpec, Destination, DispatcherRef, KReference, ProvisionerRef,
 };
@@ -183,6 +190,137 @@ pub struct ClusterChannelProvisionerSpec {
     pub dispatcher: Option<DispatcherRef>,
 }
 
+/// `eventing.knative.dev/v1` `Broker`: an event mesh backed by one channel
+/// of the class its `spec.config` (or the default class) chooses. Brokers
+/// of another class (`eventing.knative.dev/broker.class`) are left to their
+/// own controller.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "eventing.knative.dev",
+    version = "v1",
+    kind = "Broker",
+    namespaced,
+    status = "BrokerStatus",
+    category = "all",
+    category = "knative",
+    category = "eventing",
+    label("duck.knative.dev/addressable", "true"),
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.address.url"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// A `v1` `ConfigMap` whose `channel-template-spec` holds the template
+    /// of the channel backing the broker (as Knative's
+    /// `config-br-default-channel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<KReference>,
+    /// The default delivery of every trigger that sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySpec>,
+    /// v1alpha1: a ClusterChannelProvisioner reference or a channel
+    /// template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_template: Option<LegacyChannelTemplate>,
+    /// v1alpha1 (eventing 0.8 and later): a channel template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_template_spec: Option<ChannelTemplate>,
+}
+
+/// `eventing.knative.dev/v1` `Trigger`: the events of a broker that match
+/// its filter, delivered to a subscriber.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "eventing.knative.dev",
+    version = "v1",
+    kind = "Trigger",
+    namespaced,
+    status = "TriggerStatus",
+    category = "all",
+    category = "knative",
+    category = "eventing",
+    printcolumn = r#"{"name":"Broker","type":"string","jsonPath":".spec.broker"}"#,
+    printcolumn = r#"{"name":"Subscriber_URI","type":"string","jsonPath":".status.subscriberUri"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerSpec {
+    /// The broker's name (`default` when empty). Immutable.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub broker: String,
+    /// Exact match on attributes (v1alpha1: `sourceAndType`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "filter_schema")]
+    pub filter: Option<TriggerFilterSpec>,
+    /// Knative's new filters (`exact`, `prefix`, `suffix`, `all`, `any`,
+    /// `not`, `cesql`); when non-empty, `filter` is ignored. Checked (CESQL
+    /// parsed) by the controller, which reports an invalid one in the
+    /// trigger's status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "filters_schema")]
+    pub filters: Vec<serde_json::Value>,
+    pub subscriber: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySpec>,
+}
+
+/// `spec.filter`: Knative's `attributes`, and the seeds' `sourceAndType`
+/// (written here rather than derived, so the API does not move with the
+/// filter crate's types).
+fn filter_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "attributes": {
+                "description": "Exact match on context attributes and extensions; an empty value matches any value.",
+                "type": "object",
+                "additionalProperties": {"type": "string"}
+            },
+            "sourceAndType": {
+                "description": "v1alpha1: exact type and source (\"\" or \"Any\" match any value).",
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "source": {"type": "string"}
+                }
+            }
+        }
+    })
+}
+
+/// `spec.filters`: the dialects of one filter, with the nested filters of
+/// `all`, `any` and `not` kept as written (a structural schema cannot
+/// recurse).
+fn filters_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let attributes = serde_json::json!({
+        "type": "object",
+        "additionalProperties": {"type": "string"}
+    });
+    let nested = serde_json::json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    });
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "exact": attributes,
+                "prefix": attributes,
+                "suffix": attributes,
+                "all": {"type": "array", "items": nested},
+                "any": {"type": "array", "items": nested},
+                "not": nested,
+                "cesql": {"type": "string"}
+            }
+        }
+    })
+}
+
 /// Every CRD the channel layer serves, with the CEL rules and free-form
 /// fields the derive cannot express.
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -215,6 +353,35 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             spec.x_kubernetes_preserve_unknown_fields = Some(true);
         }
     }
+    let mut broker = Broker::crd();
+    // `kind: Broker` with no spec at all is the commonest broker (the
+    // default class, no config).
+    for version in &mut broker.spec.versions {
+        let root = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut());
+        if let Some(root) = root {
+            if let Some(required) = root.required.as_mut() {
+                required.retain(|r| r != "spec");
+            }
+            if root.required.as_ref().is_some_and(Vec::is_empty) {
+                root.required = None;
+            }
+        }
+    }
+    serve_older_versions(&mut broker);
+    let mut trigger = Trigger::crd();
+    validate_spec(
+        &mut trigger,
+        &[(
+            // An absent or empty broker is `default`, so setting the
+            // default explicitly is no change.
+            "(has(self.broker) && self.broker != '' ? self.broker : 'default') == (has(oldSelf.broker) && oldSelf.broker != '' ? oldSelf.broker : 'default')",
+            "spec.broker is immutable",
+        )],
+    );
+    serve_older_versions(&mut trigger);
     vec![
         channel,
         subscription,
@@ -222,7 +389,32 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         KafkaChannel::crd(),
         nats,
         ClusterChannelProvisioner::crd(),
+        broker,
+        trigger,
     ]
+}
+
+/// The API versions of Broker and Trigger served besides the stored `v1`:
+/// the seeds' and Knative's older ones, deprecated.
+pub const OLDER_EVENTING_VERSIONS: [&str; 2] = ["v1beta1", "v1alpha1"];
+
+/// Serve [`OLDER_EVENTING_VERSIONS`] with the stored version's schema,
+/// deprecated (kubectl warns), not stored.
+fn serve_older_versions(crd: &mut CustomResourceDefinition) {
+    let Some(stored) = crd.spec.versions.first().cloned() else {
+        return;
+    };
+    for name in OLDER_EVENTING_VERSIONS {
+        let mut version = stored.clone();
+        version.name = name.to_owned();
+        version.storage = false;
+        version.deprecated = Some(true);
+        version.deprecation_warning = Some(format!(
+            "eventing.knative.dev/{name} {} is deprecated; use eventing.knative.dev/{}",
+            crd.spec.names.kind, stored.name
+        ));
+        crd.spec.versions.push(version);
+    }
 }
 
 /// The CRDs as one YAML stream, as `provisioner crds` prints them.
@@ -291,12 +483,16 @@ mod tests {
     #[test]
     fn channels_have_status_printer_columns_and_immutable_classes() {
         let all = crds();
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 8);
         for crd in &all {
             let version = &crd.spec.versions[0];
             let name = crd.metadata.name.as_deref().unwrap_or_default();
             if crd.spec.names.kind == "ClusterChannelProvisioner" {
                 assert_eq!(crd.spec.scope, "Cluster");
+                continue;
+            }
+            if crd.spec.group == "eventing.knative.dev" {
+                // Brokers and triggers: see below.
                 continue;
             }
             assert_eq!(crd.spec.scope, "Namespaced", "{name}");
@@ -331,6 +527,185 @@ mod tests {
         assert!(rules
             .iter()
             .any(|r| r.rule.contains("oldSelf.channelTemplate")));
+    }
+
+    fn columns(version: &Version) -> Vec<(&str, &str)> {
+        version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| (c.name.as_str(), c.json_path.as_str()))
+            .collect()
+    }
+
+    fn spec_rules(version: &Version) -> Vec<String> {
+        let mut version = version.clone();
+        spec_schema(&mut version)
+            .and_then(|s| s.x_kubernetes_validations.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.rule)
+            .collect()
+    }
+
+    #[test]
+    fn brokers_and_triggers_are_knatives() {
+        let all = crds();
+        let find = |kind: &str| {
+            all.iter()
+                .find(|c| c.spec.names.kind == kind)
+                .unwrap_or_else(|| panic!("{kind} CRD"))
+        };
+        let ready = r#".status.conditions[?(@.type=="Ready")].status"#;
+        let reason = r#".status.conditions[?(@.type=="Ready")].reason"#;
+        for (kind, expected) in [
+            (
+                "Broker",
+                vec![
+                    ("URL", ".status.address.url"),
+                    ("Age", ".metadata.creationTimestamp"),
+                    ("Ready", ready),
+                    ("Reason", reason),
+                ],
+            ),
+            (
+                "Trigger",
+                vec![
+                    ("Broker", ".spec.broker"),
+                    ("Subscriber_URI", ".status.subscriberUri"),
+                    ("Age", ".metadata.creationTimestamp"),
+                    ("Ready", ready),
+                    ("Reason", reason),
+                ],
+            ),
+        ] {
+            let crd = find(kind);
+            assert_eq!(crd.spec.group, "eventing.knative.dev");
+            assert_eq!(crd.spec.scope, "Namespaced");
+            assert_eq!(
+                crd.spec.names.categories.as_deref(),
+                Some(
+                    &[
+                        "all".to_owned(),
+                        "knative".to_owned(),
+                        "eventing".to_owned()
+                    ][..]
+                ),
+                "{kind}"
+            );
+            // v1 stored; the older versions served with the same schema.
+            let names: Vec<(&str, bool, bool)> = crd
+                .spec
+                .versions
+                .iter()
+                .map(|v| (v.name.as_str(), v.served, v.storage))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    ("v1", true, true),
+                    ("v1beta1", true, false),
+                    ("v1alpha1", true, false)
+                ],
+                "{kind}"
+            );
+            let v1 = &crd.spec.versions[0];
+            for version in &crd.spec.versions {
+                assert_eq!(version.schema, v1.schema, "{kind} {}", version.name);
+                assert_eq!(columns(version), expected, "{kind} {}", version.name);
+                assert!(
+                    version
+                        .subresources
+                        .as_ref()
+                        .and_then(|s| s.status.as_ref())
+                        .is_some(),
+                    "{kind} {} has a status subresource",
+                    version.name
+                );
+            }
+        }
+        let broker = find("Broker");
+        assert_eq!(
+            broker
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("duck.knative.dev/addressable"))
+                .map(String::as_str),
+            Some("true"),
+            "brokers are Addressable (the resolver ClusterRole aggregates on it)"
+        );
+        let root = broker.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .expect("schema");
+        assert!(
+            root.required.iter().flatten().all(|r| r != "spec"),
+            "a Broker needs no spec"
+        );
+        let rules = spec_rules(&find("Trigger").spec.versions[0]);
+        assert!(
+            rules.iter().any(|r| r.contains("oldSelf.broker")),
+            "{rules:?}"
+        );
+        // The nested filters are kept as written: a structural schema
+        // cannot recurse.
+        let mut v1 = find("Trigger").spec.versions[0].clone();
+        let filters = spec_schema(&mut v1)
+            .and_then(|s| s.properties.as_ref())
+            .and_then(|p| p.get("filters"))
+            .cloned()
+            .expect("spec.filters");
+        let yaml = serde_yaml_ng::to_string(&filters).expect("yaml");
+        assert!(!yaml.contains("$ref"), "{yaml}");
+        assert!(yaml.contains("cesql"), "{yaml}");
+    }
+
+    #[test]
+    fn knative_broker_yaml_parses_into_the_types() {
+        let broker: Broker = serde_yaml_ng::from_str(
+            r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default, namespace: shop, annotations: {eventing.knative.dev/broker.class: MTChannelBasedBroker}}
+spec:
+  config: {apiVersion: v1, kind: ConfigMap, name: kafka-channel, namespace: knative-eventing}
+  delivery: {retry: 3, deadLetterSink: {ref: {apiVersion: v1, kind: Service, name: dlq}}}
+"#,
+        )
+        .expect("Broker");
+        assert_eq!(
+            broker.spec.config.as_ref().map(|c| c.name.as_str()),
+            Some("kafka-channel")
+        );
+        let seeds: Broker = serde_yaml_ng::from_str(
+            "apiVersion: eventing.knative.dev/v1alpha1\nkind: Broker\nmetadata: {name: default}\nspec:\n  channelTemplate:\n    provisioner: {apiVersion: eventing.knative.dev/v1alpha1, kind: ClusterChannelProvisioner, name: kafka}\n",
+        )
+        .expect("v1alpha1 Broker");
+        assert!(seeds.spec.channel_template.is_some());
+        let trigger: Trigger = serde_yaml_ng::from_str(
+            r#"
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: orders, namespace: shop}
+spec:
+  broker: default
+  filter: {attributes: {type: shop.order}}
+  filters:
+  - any: [{exact: {type: a}}, {not: {prefix: {source: /x}}}]
+  - cesql: "type LIKE 'shop.%'"
+  subscriber: {ref: {apiVersion: v1, kind: Service, name: orders}, uri: /in}
+  delivery: {retry: 2}
+"#,
+        )
+        .expect("Trigger");
+        assert_eq!(trigger.spec.filters.len(), 2);
+        let back = serde_json::to_value(&trigger.spec).expect("json");
+        assert_eq!(
+            back["filters"][0]["any"][1]["not"]["prefix"]["source"],
+            "/x"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A small in-memory Kubernetes API server behind kube's mocked service
 //! (tower-test), speaking real Kubernetes JSON: objects by path, creation
-//! (409 when present), replacement and JSON merge patches checked against
+//! (409 when present; uid, generation and creationTimestamp filled in),
+//! replacement and JSON merge patches checked against
 //! `resourceVersion` (409 on a stale one), server-side apply, and 404
 //! `Status` documents. Tests seed objects and read what was written.
 
@@ -84,7 +85,20 @@ impl State {
                         status_doc(409, "AlreadyExists", "already exists"),
                     );
                 }
-                self.put(&target, body);
+                // What the API server fills in on creation.
+                let mut object = body;
+                let uid = format!("uid-{}", self.version + 1);
+                let meta = &mut object["metadata"];
+                if meta["uid"].is_null() {
+                    meta["uid"] = json!(uid);
+                }
+                if meta["generation"].is_null() {
+                    meta["generation"] = json!(1);
+                }
+                if meta["creationTimestamp"].is_null() {
+                    meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                }
+                self.put(&target, object);
                 (StatusCode::CREATED, self.objects[&target].clone())
             }
             Method::PUT => {

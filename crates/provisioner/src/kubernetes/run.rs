@@ -1,7 +1,12 @@
 //! `provisioner controller`: the control plane as a Kubernetes controller.
 //!
 //! Watches (reflectors) keep local caches of the classes, the four channel
-//! kinds, Subscriptions and the contract ConfigMaps; any change wakes the
+//! kinds, Subscriptions, Brokers, Triggers, the namespaces labelled
+//! `eventing.knative.dev/injection=enabled` and the contract ConfigMaps;
+//! the ConfigMaps brokers name in `spec.config` are watched one by one (a
+//! field selector on the name: a label selector cannot pick out a user's
+//! ConfigMaps, and watching every ConfigMap of the cluster would cache them
+//! all), started and stopped as brokers come and go. Any change wakes the
 //! reconcile loop, which waits a short moment for related changes to arrive
 //! together (a `kubectl apply` of several documents) and then runs one
 //! global round of [`Controller::reconcile`] on a snapshot of the caches.
@@ -9,19 +14,23 @@
 //! dispatcher status are picked up without changes. Only the replica
 //! holding the Lease reconciles; the others keep their caches warm.
 
-use super::controller::{channel_resources, Controller, Settings, Snapshot, CONTRACT_LABEL};
+use super::controller::{
+    broker_resource, channel_resources, config_references, trigger_resource, Controller, Settings,
+    Snapshot, CONTRACT_LABEL,
+};
 use super::crd;
 use super::lease::Elector;
 use crate::cycle::{http_client, ProvisioningArgs};
 use crate::status::ConditionStatus;
 use anyhow::Context as _;
 use bytes::Bytes;
+use channel_core::broker::INJECTION_LABEL;
 use channel_core::BackendKind;
 use dispatcher::admin::respond;
 use futures_util::StreamExt as _;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
@@ -30,6 +39,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -131,7 +141,7 @@ impl Metrics {
         );
         registry.register(
             "resources",
-            "Channels and subscriptions by kind and readiness",
+            "Channels, subscriptions, brokers and triggers by kind and readiness",
             resources.clone(),
         );
         Metrics {
@@ -157,6 +167,9 @@ struct Caches {
     channels: Vec<Store<DynamicObject>>,
     subscriptions: Store<crd::Subscription>,
     contract_maps: Store<ConfigMap>,
+    brokers: Store<DynamicObject>,
+    triggers: Store<DynamicObject>,
+    namespaces: Store<Namespace>,
 }
 
 impl Caches {
@@ -174,17 +187,86 @@ impl Caches {
                 .collect(),
             subscriptions: own(self.subscriptions.state()),
             contract_maps: own(self.contract_maps.state()),
+            brokers: own(self.brokers.state()),
+            triggers: own(self.triggers.state()),
+            namespaces: own(self.namespaces.state()),
+            // Filled from the per-ConfigMap watches.
+            config_maps: Vec::new(),
         }
     }
 
     async fn wait_until_ready(&self) -> bool {
         let mut ok = self.classes.wait_until_ready().await.is_ok()
             && self.subscriptions.wait_until_ready().await.is_ok()
-            && self.contract_maps.wait_until_ready().await.is_ok();
+            && self.contract_maps.wait_until_ready().await.is_ok()
+            && self.brokers.wait_until_ready().await.is_ok()
+            && self.triggers.wait_until_ready().await.is_ok()
+            && self.namespaces.wait_until_ready().await.is_ok();
         for s in &self.channels {
             ok &= s.wait_until_ready().await.is_ok();
         }
         ok
+    }
+}
+
+/// One watch per ConfigMap named by a broker's `spec.config`.
+struct ConfigWatches {
+    client: kube::Client,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    watches: BTreeMap<(String, String), (Store<ConfigMap>, CancellationToken)>,
+}
+
+impl ConfigWatches {
+    /// Watch exactly the ConfigMaps `wanted`: start the new ones, stop
+    /// those no broker names any more.
+    fn sync(&mut self, wanted: &BTreeSet<(String, String)>) {
+        self.watches.retain(|key, (_, stop)| {
+            let keep = wanted.contains(key);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for key in wanted {
+            if self.watches.contains_key(key) {
+                continue;
+            }
+            let (ns, name) = key;
+            let writer = Writer::default();
+            let store = writer.as_reader();
+            let stop = self.shutdown.child_token();
+            reflect(
+                Api::<ConfigMap>::namespaced(self.client.clone(), ns),
+                writer,
+                watcher::Config::default().fields(&format!("metadata.name={name}")),
+                self.wake.clone(),
+                stop.clone(),
+            );
+            tracing::debug!(namespace = %ns, name = %name, "watching a broker ConfigMap");
+            self.watches.insert(key.clone(), (store, stop));
+        }
+    }
+
+    /// Wait (at most `timeout`) for the watches started last to list their
+    /// ConfigMap; the controller reads one that is not there yet itself.
+    async fn wait_until_ready(&self, timeout: Duration) {
+        let all = futures_util::future::join_all(
+            self.watches
+                .values()
+                .map(|(store, _)| store.wait_until_ready()),
+        );
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::debug!("a broker ConfigMap watch has not listed yet");
+        }
+    }
+
+    fn maps(&self) -> Vec<ConfigMap> {
+        self.watches
+            .values()
+            .flat_map(|(store, _)| store.state())
+            .map(|m| (*m).clone())
+            .collect()
     }
 }
 
@@ -286,11 +368,44 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
     let classes_writer = Writer::default();
     let subscriptions_writer = Writer::default();
     let maps_writer = Writer::default();
+    let brokers_writer = Writer::new(broker_resource());
+    let triggers_writer = Writer::new(trigger_resource());
+    let namespaces_writer = Writer::default();
     let mut caches = Caches {
         classes: classes_writer.as_reader(),
         subscriptions: subscriptions_writer.as_reader(),
         contract_maps: maps_writer.as_reader(),
         channels: Vec::new(),
+        brokers: brokers_writer.as_reader(),
+        triggers: triggers_writer.as_reader(),
+        namespaces: namespaces_writer.as_reader(),
+    };
+    reflect(
+        Api::<DynamicObject>::all_with(client.clone(), &broker_resource()),
+        brokers_writer,
+        watcher::Config::default(),
+        wake.clone(),
+        shutdown.clone(),
+    );
+    reflect(
+        Api::<DynamicObject>::all_with(client.clone(), &trigger_resource()),
+        triggers_writer,
+        watcher::Config::default(),
+        wake.clone(),
+        shutdown.clone(),
+    );
+    reflect(
+        Api::<Namespace>::all(client.clone()),
+        namespaces_writer,
+        watcher::Config::default().labels(&format!("{INJECTION_LABEL}=enabled")),
+        wake.clone(),
+        shutdown.clone(),
+    );
+    let mut configs = ConfigWatches {
+        client: client.clone(),
+        wake: wake.clone(),
+        shutdown: shutdown.clone(),
+        watches: BTreeMap::new(),
     };
     reflect(
         Api::<crd::ClusterChannelProvisioner>::all(client.clone()),
@@ -406,7 +521,11 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
             continue;
         }
         let started = Instant::now();
-        let outcome = controller.reconcile(&caches.snapshot()).await;
+        let mut snapshot = caches.snapshot();
+        configs.sync(&config_references(&snapshot));
+        configs.wait_until_ready(Duration::from_secs(5)).await;
+        snapshot.config_maps = configs.maps();
+        let outcome = controller.reconcile(&snapshot).await;
         metrics.rounds.inc();
         metrics.duration.observe(started.elapsed().as_secs_f64());
         metrics.failed_calls.inc_by(outcome.errors.len() as u64);

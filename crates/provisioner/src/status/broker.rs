@@ -186,7 +186,12 @@ pub(super) fn problem_status(p: &channel_core::compile::Problem) -> Option<serde
     let failed = |t: &str| Condition::new(t, ConditionStatus::False, &p.reason, p.message.clone());
     match p.kind.as_str() {
         "Broker" => {
-            let mut conditions = vec![failed("TriggerChannelReady")];
+            let type_ = if p.reason == "DeadLetterSinkResolveFailed" {
+                "DeadLetterSinkResolved"
+            } else {
+                "TriggerChannelReady"
+            };
+            let mut conditions = vec![failed(type_)];
             summarize(&mut conditions);
             serde_json::to_value(BrokerStatus {
                 conditions,
@@ -195,7 +200,9 @@ pub(super) fn problem_status(p: &channel_core::compile::Problem) -> Option<serde
             .ok()
         }
         "Trigger" => {
-            let type_ = if p.reason.starts_with("Broker") {
+            let type_ = if p.reason == "DeadLetterSinkResolveFailed" {
+                "DeadLetterSinkResolved"
+            } else if p.reason.starts_with("Broker") {
                 "BrokerReady"
             } else {
                 "SubscriberResolved"

@@ -7,8 +7,10 @@ use super::*;
 use crate::kubernetes::fake::{client, Shared};
 use crate::provision::{Provisioner, Schedule, Tracker};
 use bytes::Bytes;
+use channel_core::broker::{BROKER_CLASS_ANNOTATION, INJECTION_LABEL};
 use http::{Request, Response};
 use http_body_util::Full;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SYSTEM: &str = "knative-channels";
@@ -16,6 +18,14 @@ const SYSTEM: &str = "knative-channels";
 /// A dispatcher admin endpoint reporting the in-memory contract last
 /// written to the fake API as applied and every channel ready.
 async fn fake_dispatcher(state: Shared) -> Url {
+    fake_dispatcher_held(state, Held::default()).await
+}
+
+/// While it holds a contract, a dispatcher reports that one (it has not
+/// applied a newer one yet).
+type Held = Arc<Mutex<Option<Contract>>>;
+
+async fn fake_dispatcher_held(state: Shared, held: Held) -> Url {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -25,12 +35,13 @@ async fn fake_dispatcher(state: Shared) -> Url {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let state = state.clone();
+            let (state, held) = (state.clone(), held.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |_req: Request<hyper::body::Incoming>| {
-                        let state = state.clone();
+                        let (state, held) = (state.clone(), held.clone());
                         async move {
+                            let held = held.lock().unwrap_or_else(|e| e.into_inner()).clone();
                             let path = format!("/api/v1/namespaces/{SYSTEM}/configmaps/inmemory-dispatcher-contract");
                             let contract = state
                                 .lock()
@@ -42,6 +53,7 @@ async fn fake_dispatcher(state: Shared) -> Url {
                                 })
                                 .and_then(|t| Contract::from_json(t.as_bytes()).ok())
                                 .unwrap_or_default();
+                            let contract = held.unwrap_or(contract);
                             let channels: Vec<Value> = contract
                             .channels
                             .iter()
@@ -143,9 +155,27 @@ fn snapshot(state: &Shared) -> Snapshot {
         } else if path.contains("/subscriptions/") {
             snap.subscriptions
                 .push(serde_json::from_value(o).expect("subscription"));
-        } else if path.contains("/configmaps/") {
+        } else if path.contains("/configmaps/")
+            && !o["metadata"]["labels"][CONTRACT_LABEL].is_null()
+        {
             snap.contract_maps
                 .push(serde_json::from_value(o).expect("configmap"));
+        } else if path.contains("/configmaps/") {
+            // The run loop watches the ConfigMaps brokers name.
+            snap.config_maps
+                .push(serde_json::from_value(o).expect("configmap"));
+        } else if path.contains("/brokers/") {
+            snap.brokers
+                .push(serde_json::from_value(o).expect("broker"));
+        } else if path.contains("/triggers/") {
+            snap.triggers
+                .push(serde_json::from_value(o).expect("trigger"));
+        } else if path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4 {
+            // Watched with a label selector.
+            if o["metadata"]["labels"][INJECTION_LABEL] == "enabled" {
+                snap.namespaces
+                    .push(serde_json::from_value(o).expect("namespace"));
+            }
         } else if path.contains("/channels/") {
             snap.channels
                 .push(serde_json::from_value(o).expect("channel"));
@@ -471,4 +501,656 @@ async fn a_reference_to_any_addressable_resolves_to_its_address() {
         sub["status"]["physicalSubscription"]["subscriberUri"],
         "http://web.shop.svc.cluster.local/in"
     );
+}
+
+// Brokers and triggers.
+
+const BROKER_PATH: &str = "/apis/eventing.knative.dev/v1/namespaces/shop/brokers/default";
+const ORDERS_TRIGGER_PATH: &str = "/apis/eventing.knative.dev/v1/namespaces/shop/triggers/orders";
+const EARLY_TRIGGER_PATH: &str = "/apis/eventing.knative.dev/v1/namespaces/shop/triggers/early";
+const BROKER_SERVICE_PATH: &str = "/api/v1/namespaces/shop/services/default-kn-broker";
+const BROKER_HOST: &str = "default-kn-broker.shop.svc.cluster.local";
+
+fn put(state: &Shared, path: &str, object: Value) {
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .put(path, object);
+}
+
+/// A Broker `default` in `shop` as `kubectl apply` leaves it.
+fn broker(name: &str, annotations: Value, spec: Value) -> Value {
+    json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+           "metadata": {"name": name, "namespace": "shop", "uid": format!("{name}-broker-uid"), "generation": 1,
+                        "creationTimestamp": "2026-01-01T00:00:00Z", "annotations": annotations},
+           "spec": spec})
+}
+
+fn trigger(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+           "metadata": {"name": name, "namespace": "shop", "uid": format!("{name}-trigger-uid"), "generation": 1,
+                        "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "spec": spec})
+}
+
+fn seed_broker(state: &Shared) {
+    put(
+        state,
+        BROKER_PATH,
+        broker(
+            "default",
+            json!({}),
+            json!({"delivery": {"retry": 2, "deadLetterSink": {"ref": {"apiVersion": "v1", "kind": "Service", "name": "dlq"}}}}),
+        ),
+    );
+    put(
+        state,
+        ORDERS_TRIGGER_PATH,
+        trigger(
+            "orders",
+            json!({"broker": "default",
+                   "filter": {"attributes": {"type": "shop.order.created", "source": ""}},
+                   "subscriber": {"ref": {"apiVersion": "v1", "kind": "Service", "name": "orders"}, "uri": "/in"}}),
+        ),
+    );
+}
+
+fn seed_early_trigger(state: &Shared) {
+    put(
+        state,
+        EARLY_TRIGGER_PATH,
+        trigger(
+            "early",
+            json!({"filters": [{"cesql": "type LIKE 'shop.%'"}],
+                   "subscriber": {"uri": "http://early.shop.svc.cluster.local/"}}),
+        ),
+    );
+}
+
+fn condition<'a>(o: &'a Value, type_: &str) -> &'a Value {
+    o["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+fn broker_channel(contract: &Contract, broker: &str) -> ChannelContract {
+    contract
+        .channels
+        .iter()
+        .find(|c| c.broker.as_ref().is_some_and(|b| b.name == broker))
+        .cloned()
+        .unwrap_or_else(|| panic!("broker {broker} in {contract:#?}"))
+}
+
+fn writes_to(state: &Shared, path: &str) -> usize {
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .log
+        .iter()
+        .filter(|(m, p, _)| m != "GET" && p.starts_with(path))
+        .count()
+}
+
+#[tokio::test]
+async fn a_broker_and_its_triggers_are_served_owned_and_reported() {
+    let state = Shared::default();
+    seed(&state);
+    // The audit subscription replies into the broker.
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sub = s.objects[SUB_PATH].clone();
+        sub["spec"]["reply"] = json!({"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}});
+        s.put(SUB_PATH, sub);
+    }
+    // A trigger created before its broker.
+    seed_early_trigger(&state);
+    let admin = fake_dispatcher(state.clone()).await;
+    let mut c = controller(client(state.clone()), Some(admin));
+    let first = c.reconcile(&snapshot(&state)).await;
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    let early = object(&state, EARLY_TRIGGER_PATH);
+    assert_eq!(early["metadata"]["finalizers"], json!([BROKER_FINALIZER]));
+    assert_eq!(
+        ready(&early),
+        ("False".into(), "BrokerDoesNotExist".into()),
+        "{:#}",
+        early["status"]
+    );
+    assert_eq!(condition(&early, "BrokerReady")["status"], "False");
+
+    // The broker and a second trigger arrive.
+    seed_broker(&state);
+    for _ in 0..2 {
+        let outcome = c.reconcile(&snapshot(&state)).await;
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    }
+
+    // The contract: the broker's channel with its ingress, the triggers
+    // as filtered subscriptions replying into the broker.
+    let contract = written_contract(&state);
+    let channel = broker_channel(&contract, "default");
+    assert_eq!(channel.name, "default-kne-trigger");
+    assert_eq!(channel.namespace, "shop");
+    let b = channel.broker.as_ref().expect("broker");
+    assert_eq!(b.uid, "default-broker-uid");
+    assert_eq!(b.ingress.host, BROKER_HOST);
+    assert_eq!(b.ingress.path, "/brokers/shop/default");
+    let names: Vec<&str> = channel
+        .subscriptions
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["early", "orders"]);
+    let early_sub = &channel.subscriptions[0];
+    assert_eq!(early_sub.uid, "early-trigger-uid");
+    let filter = early_sub.trigger.as_ref().expect("a trigger");
+    assert_eq!(filter.broker, "default");
+    assert_eq!(filter.filters.len(), 1);
+    let orders_sub = &channel.subscriptions[1];
+    let filter = orders_sub.trigger.as_ref().expect("a trigger");
+    assert_eq!(filter.attributes["type"], "shop.order.created");
+    assert_eq!(
+        orders_sub.subscriber.as_ref().map(Url::as_str),
+        Some("http://orders.shop.svc.cluster.local/in"),
+        "a Service reference plus a relative uri, resolved by the controller"
+    );
+    assert_eq!(
+        orders_sub.reply.as_ref().map(Url::as_str),
+        Some(format!("http://{BROKER_HOST}/").as_str())
+    );
+    assert_eq!(
+        orders_sub.dead_letter.as_ref().map(Url::as_str),
+        Some("http://dlq.shop.svc.cluster.local/"),
+        "the broker's delivery is the triggers' default"
+    );
+    // A reference to the broker resolves without asking the API.
+    let audit = contract
+        .channels
+        .iter()
+        .flat_map(|c| &c.subscriptions)
+        .find(|s| s.name == "audit")
+        .expect("audit");
+    assert_eq!(
+        audit.reply.as_ref().map(Url::as_str),
+        Some(format!("http://{BROKER_HOST}/").as_str())
+    );
+    assert!(
+        requests(&state, "GET", "/apis/eventing.knative.dev/v1").is_empty(),
+        "no discovery for brokers"
+    );
+
+    // The Service that makes the broker's host resolve, owned by it.
+    let service = object(&state, BROKER_SERVICE_PATH);
+    assert_eq!(service["spec"]["type"], "ExternalName");
+    assert_eq!(
+        service["spec"]["externalName"],
+        "inmemory-dispatcher.knative-channels.svc.cluster.local"
+    );
+    let owner = &service["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["apiVersion"], "eventing.knative.dev/v1");
+    assert_eq!(owner["kind"], "Broker");
+    assert_eq!(owner["name"], "default");
+    assert_eq!(owner["uid"], "default-broker-uid");
+    assert_eq!(owner["controller"], true);
+    assert_eq!(
+        service["metadata"]["labels"]["eventing.knative.dev/broker"],
+        "default"
+    );
+    // No Service for the broker's channel: it exists only in the contract.
+    assert!(object(
+        &state,
+        "/api/v1/namespaces/shop/services/default-kne-trigger-kn-channel"
+    )
+    .is_null());
+
+    // Status through the status subresource.
+    let broker = object(&state, BROKER_PATH);
+    assert_eq!(broker["metadata"]["finalizers"], json!([BROKER_FINALIZER]));
+    assert_eq!(
+        ready(&broker),
+        ("True".into(), String::new()),
+        "{:#}",
+        broker["status"]
+    );
+    assert_eq!(
+        broker["status"]["address"]["url"],
+        format!("http://{BROKER_HOST}")
+    );
+    assert_eq!(
+        broker["status"]["deadLetterSinkUri"],
+        "http://dlq.shop.svc.cluster.local/"
+    );
+    assert_eq!(broker["status"]["observedGeneration"], 1);
+    for type_ in [
+        "Addressable",
+        "IngressReady",
+        "FilterReady",
+        "TriggerChannelReady",
+        "DeadLetterSinkResolved",
+    ] {
+        assert_eq!(
+            condition(&broker, type_)["status"],
+            "True",
+            "{type_}: {:#}",
+            broker["status"]
+        );
+        assert!(!condition(&broker, type_)["lastTransitionTime"].is_null());
+    }
+    assert!(!requests(&state, "PATCH", &format!("{BROKER_PATH}/status")).is_empty());
+    for (path, subscriber) in [
+        (EARLY_TRIGGER_PATH, "http://early.shop.svc.cluster.local/"),
+        (
+            ORDERS_TRIGGER_PATH,
+            "http://orders.shop.svc.cluster.local/in",
+        ),
+    ] {
+        let t = object(&state, path);
+        assert_eq!(
+            ready(&t),
+            ("True".into(), String::new()),
+            "{path}: {:#}",
+            t["status"]
+        );
+        assert_eq!(t["status"]["subscriberUri"], subscriber);
+        assert_eq!(t["metadata"]["finalizers"], json!([BROKER_FINALIZER]));
+        for type_ in [
+            "BrokerReady",
+            "SubscriberResolved",
+            "SubscriptionReady",
+            "DependencyReady",
+        ] {
+            assert_eq!(condition(&t, type_)["status"], "True", "{path} {type_}");
+        }
+    }
+    // Readiness changes are Events.
+    let events = requests(
+        &state,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+    );
+    for name in ["default", "early", "orders"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["reason"] == "Ready" && e["regarding"]["name"] == name),
+            "{name}: {events:#?}"
+        );
+    }
+
+    // An idle round writes nothing.
+    let before = state.lock().unwrap_or_else(|e| e.into_inner()).log.len();
+    let idle = c.reconcile(&snapshot(&state)).await;
+    assert!(idle.errors.is_empty(), "{:?}", idle.errors);
+    let log = &state.lock().unwrap_or_else(|e| e.into_inner()).log;
+    let writes: Vec<_> = log[before..]
+        .iter()
+        .filter(|(m, _, _)| m != "GET")
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "an idle round writes nothing: {writes:#?}"
+    );
+}
+
+#[tokio::test]
+async fn deleted_triggers_and_brokers_leave_the_contract_then_lose_their_finalizers() {
+    let state = Shared::default();
+    seed(&state);
+    seed_broker(&state);
+    seed_early_trigger(&state);
+    let held = Held::default();
+    let admin = fake_dispatcher_held(state.clone(), held.clone()).await;
+    let mut c = controller(client(state.clone()), Some(admin));
+    for _ in 0..2 {
+        let outcome = c.reconcile(&snapshot(&state)).await;
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    }
+    assert_eq!(
+        broker_channel(&written_contract(&state), "default")
+            .subscriptions
+            .len(),
+        2
+    );
+    let deleting = |path: &str| {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut o = s.objects[path].clone();
+        o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:05:00Z");
+        s.put(path, o);
+    };
+
+    // A trigger: out of the contract; the dispatcher applies that; gone.
+    deleting(ORDERS_TRIGGER_PATH);
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let channel = broker_channel(&written_contract(&state), "default");
+    let names: Vec<&str> = channel
+        .subscriptions
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["early"]);
+    assert!(
+        object(&state, ORDERS_TRIGGER_PATH).is_null(),
+        "finalizer removed"
+    );
+
+    // A broker, while its dispatcher still serves the old contract: out
+    // of the contract, the finalizer kept.
+    let served = written_contract(&state);
+    *held.lock().unwrap_or_else(|e| e.into_inner()) = Some(served.clone());
+    deleting(BROKER_PATH);
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(outcome.waiting, "the deletion waits for the dispatcher");
+    let contract = written_contract(&state);
+    assert!(
+        contract.channels.iter().all(|c| c.broker.is_none()),
+        "{contract:#?}"
+    );
+    assert_eq!(contract.generation, served.generation + 1);
+    assert_eq!(
+        object(&state, BROKER_PATH)["metadata"]["finalizers"],
+        json!([BROKER_FINALIZER])
+    );
+    // The dispatcher applies it: the finalizer goes.
+    *held.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(!outcome.waiting);
+    assert!(
+        object(&state, BROKER_PATH).is_null(),
+        "finalizer removed, object gone"
+    );
+    let log = state.lock().unwrap_or_else(|e| e.into_inner()).log.clone();
+    let written = log
+        .iter()
+        .rposition(|(m, p, _)| m == "PATCH" && p == CONTRACT_PATH);
+    let released = log
+        .iter()
+        .rposition(|(m, p, _)| m == "PATCH" && p == BROKER_PATH);
+    assert!(written < released, "contract first, then the finalizer");
+    // Its remaining trigger reports the missing broker.
+    let early = object(&state, EARLY_TRIGGER_PATH);
+    assert_eq!(ready(&early), ("False".into(), "BrokerDoesNotExist".into()));
+}
+
+#[tokio::test]
+async fn a_namespace_with_injection_enabled_gets_a_default_broker() {
+    let state = Shared::default();
+    seed(&state);
+    put(
+        &state,
+        "/api/v1/namespaces/team",
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "team", "uid": "team-uid", "labels": {INJECTION_LABEL: "enabled"}}}),
+    );
+    put(
+        &state,
+        "/api/v1/namespaces/quiet",
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "quiet", "uid": "quiet-uid", "labels": {INJECTION_LABEL: "disabled"}}}),
+    );
+    let mut c = controller(client(state.clone()), None);
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let path = "/apis/eventing.knative.dev/v1/namespaces/team/brokers/default";
+    let created = requests(
+        &state,
+        "POST",
+        "/apis/eventing.knative.dev/v1/namespaces/team/brokers",
+    );
+    assert_eq!(created.len(), 1, "{created:#?}");
+    let broker = object(&state, path);
+    assert_eq!(broker["kind"], "Broker");
+    assert_eq!(broker["metadata"]["labels"][INJECTED_LABEL], "true");
+    assert!(
+        broker["metadata"]["annotations"][BROKER_CLASS_ANNOTATION].is_null(),
+        "the default class: this project's"
+    );
+    assert!(object(
+        &state,
+        "/apis/eventing.knative.dev/v1/namespaces/quiet/brokers/default"
+    )
+    .is_null());
+    let events = requests(
+        &state,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    );
+    assert!(
+        events.iter().any(|e| e["reason"] == "BrokerCreated"
+            && e["regarding"]["kind"] == "Namespace"
+            && e["regarding"]["name"] == "team"),
+        "{events:#?}"
+    );
+
+    // It is served like any broker.
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(
+        requests(
+            &state,
+            "POST",
+            "/apis/eventing.knative.dev/v1/namespaces/team/brokers"
+        )
+        .len(),
+        1,
+        "created once"
+    );
+    let channel = broker_channel(&written_contract(&state), "default");
+    assert_eq!(channel.namespace, "team");
+    assert_eq!(channel.class, "in-memory-channel");
+    assert_eq!(
+        object(&state, path)["metadata"]["finalizers"],
+        json!([BROKER_FINALIZER])
+    );
+
+    // Turning injection off leaves the broker alone.
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ns = s.objects["/api/v1/namespaces/team"].clone();
+        ns["metadata"]["labels"] = json!({});
+        s.put("/api/v1/namespaces/team", ns);
+    }
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(!object(&state, path).is_null());
+    assert!(requests(&state, "DELETE", path).is_empty());
+}
+
+#[tokio::test]
+async fn a_broker_of_another_class_and_its_triggers_are_left_alone() {
+    let state = Shared::default();
+    seed(&state);
+    let path = "/apis/eventing.knative.dev/v1/namespaces/shop/brokers/theirs";
+    let trigger_path = "/apis/eventing.knative.dev/v1/namespaces/shop/triggers/on-theirs";
+    put(
+        &state,
+        path,
+        broker(
+            "theirs",
+            json!({BROKER_CLASS_ANNOTATION: "Kafka"}),
+            json!({}),
+        ),
+    );
+    put(
+        &state,
+        trigger_path,
+        trigger(
+            "on-theirs",
+            json!({"broker": "theirs", "subscriber": {"uri": "http://x.shop.svc.cluster.local/"}}),
+        ),
+    );
+    let admin = fake_dispatcher(state.clone()).await;
+    let mut c = controller(client(state.clone()), Some(admin));
+    for _ in 0..2 {
+        let outcome = c.reconcile(&snapshot(&state)).await;
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        assert!(
+            outcome
+                .resources
+                .iter()
+                .all(|r| r.kind != "Broker" && r.kind != "Trigger"),
+            "{:#?}",
+            outcome.resources
+        );
+    }
+    assert_eq!(writes_to(&state, path), 0, "no finalizer, no status");
+    assert_eq!(writes_to(&state, trigger_path), 0);
+    assert!(object(&state, "/api/v1/namespaces/shop/services/theirs-kn-broker").is_null());
+    assert!(written_contract(&state)
+        .channels
+        .iter()
+        .all(|c| c.broker.is_none()));
+}
+
+#[tokio::test]
+async fn a_broker_config_map_is_read_from_the_snapshot_or_the_api() {
+    let state = Shared::default();
+    seed(&state);
+    // As Knative's config-br-default-channel: the channel template.
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "imc-channel", "namespace": "knative-eventing", "uid": "cm-uid"},
+        "data": {"channel-template-spec": "apiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nspec:\n  maxEvents: 42\n"}});
+    let config_path = "/api/v1/namespaces/knative-eventing/configmaps/imc-channel";
+    put(&state, config_path, config);
+    let spec = json!({"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "imc-channel", "namespace": "knative-eventing"}});
+    put(
+        &state,
+        BROKER_PATH,
+        broker("default", json!({}), spec.clone()),
+    );
+    let mut c = controller(client(state.clone()), None);
+
+    // Watched: in the snapshot.
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let channel = broker_channel(&written_contract(&state), "default");
+    assert_eq!(channel.parameters["maxEvents"], 42, "{channel:#?}");
+    assert!(requests(&state, "GET", config_path).is_empty());
+    assert_eq!(
+        config_references(&snapshot(&state)),
+        BTreeSet::from([("knative-eventing".to_owned(), "imc-channel".to_owned())])
+    );
+
+    // Not watched yet: read through the API.
+    let other_path = "/apis/eventing.knative.dev/v1/namespaces/shop/brokers/other";
+    put(&state, other_path, broker("other", json!({}), spec));
+    let mut snap = snapshot(&state);
+    snap.config_maps.clear();
+    let outcome = c.reconcile(&snap).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(requests(&state, "GET", config_path).len(), 1);
+    let contract = written_contract(&state);
+    assert_eq!(
+        broker_channel(&contract, "other").parameters["maxEvents"],
+        42
+    );
+
+    // Missing: the broker says so.
+    let missing_path = "/apis/eventing.knative.dev/v1/namespaces/shop/brokers/missing";
+    put(
+        &state,
+        missing_path,
+        broker(
+            "missing",
+            json!({}),
+            json!({"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "nope"}}),
+        ),
+    );
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(!requests(&state, "GET", "/api/v1/namespaces/shop/configmaps/nope").is_empty());
+    let missing = object(&state, missing_path);
+    assert_eq!(
+        ready(&missing),
+        ("False".into(), "ConfigNotFound".into()),
+        "{:#}",
+        missing["status"]
+    );
+}
+
+#[tokio::test]
+async fn a_broker_whose_dead_letter_sink_cannot_be_resolved_stays_served() {
+    let state = Shared::default();
+    seed(&state);
+    seed_broker(&state);
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = s.objects[BROKER_PATH].clone();
+        b["spec"]["delivery"]["deadLetterSink"] =
+            json!({"ref": {"apiVersion": "example.dev/v1", "kind": "Sink", "name": "ghost"}});
+        s.put(BROKER_PATH, b);
+    }
+    let admin = fake_dispatcher(state.clone()).await;
+    let mut c = controller(client(state.clone()), Some(admin));
+    for _ in 0..2 {
+        c.reconcile(&snapshot(&state)).await;
+    }
+    let channel = broker_channel(&written_contract(&state), "default");
+    assert!(
+        channel.subscriptions.is_empty(),
+        "a trigger inheriting the sink waits for it: {channel:#?}"
+    );
+    let broker = object(&state, BROKER_PATH);
+    assert_eq!(
+        ready(&broker),
+        ("False".into(), "DeadLetterSinkResolveFailed".into()),
+        "{:#}",
+        broker["status"]
+    );
+    assert_eq!(
+        condition(&broker, "DeadLetterSinkResolved")["status"],
+        "False"
+    );
+    assert_eq!(condition(&broker, "TriggerChannelReady")["status"], "True");
+    assert_eq!(
+        broker["status"]["address"]["url"],
+        format!("http://{BROKER_HOST}")
+    );
+    let orders = object(&state, ORDERS_TRIGGER_PATH);
+    assert_eq!(ready(&orders).0, "False", "{:#}", orders["status"]);
+}
+
+#[tokio::test]
+async fn without_a_default_class_brokers_and_channels_get_the_built_in_in_memory_one() {
+    let state = Shared::default();
+    seed(&state);
+    {
+        // The cluster's only class is Kafka's, not annotated default.
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.objects.remove(CLASS_PATH);
+        s.put(
+            "/apis/eventing.knative.dev/v1alpha1/clusterchannelprovisioners/kafka",
+            json!({"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "ClusterChannelProvisioner",
+                   "metadata": {"name": "kafka", "uid": "kafka-class-uid"},
+                   "spec": {"backend": "kafka", "parameters": {"bootstrapServers": "kafka:9092"}}}),
+        );
+    }
+    put(&state, BROKER_PATH, broker("default", json!({}), json!({})));
+    let mut c = controller(client(state.clone()), None);
+    let outcome = c.reconcile(&snapshot(&state)).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let contract = written_contract(&state);
+    let channel = broker_channel(&contract, "default");
+    assert_eq!(channel.class, "in-memory-channel");
+    assert_eq!(channel.backend, BackendKind::InMemory);
+    assert!(
+        contract
+            .channels
+            .iter()
+            .any(|c| c.name == "orders" && c.class == "in-memory-channel"),
+        "a classless Channel too: {contract:#?}"
+    );
+    assert!(
+        outcome
+            .resources
+            .iter()
+            .all(|r| r.reason.as_deref() != Some("NoDefaultClass")),
+        "{:#?}",
+        outcome.resources
+    );
+    assert!(!object(&state, BROKER_SERVICE_PATH).is_null());
 }
