@@ -142,13 +142,6 @@ impl Job {
             Ok(u) => u,
             Err(e) => return Err(invalid(subscriber, e)),
         };
-        let reply_uri = match &sub.reply {
-            None => None,
-            Some(r) => match r.as_str().parse::<Uri>() {
-                Ok(u) => Some((r, u)),
-                Err(e) => return Err(invalid(r, e)),
-            },
-        };
         let ttl = broker_ttl(event);
         let client = &self.deliverer.client;
         let mut n = 0u32;
@@ -164,7 +157,7 @@ impl Job {
             let (verdict, failure) = match classify(attempt.status()) {
                 Verdict::Success => {
                     let reply = self.reply_of(sub, event, attempt);
-                    match (reply, &reply_uri) {
+                    match (reply, &sub.reply) {
                         (None, _) => return Ok(()),
                         (Some(_), None) => return Ok(()),
                         (Some(_), Some(_)) if ttl <= 1 => {
@@ -172,7 +165,12 @@ impl Job {
                             tracing::warn!(subscription = %sub.key(), event_id = %event.id, ttl, "reply dropped: the broker TTL ran out (an event loop?)");
                             return Ok(());
                         }
-                        (Some(mut reply), Some((reply_url, uri))) => {
+                        (Some(mut reply), Some(reply_url)) => {
+                            // Parsed only when there is a reply to send.
+                            let uri: Uri = match reply_url.as_str().parse() {
+                                Ok(u) => u,
+                                Err(e) => return Err(invalid(reply_url, e)),
+                            };
                             reply.extensions.insert(
                                 BROKER_TTL_EXTENSION.to_owned(),
                                 ExtensionValue::Integer(ttl - 1),
@@ -187,7 +185,7 @@ impl Job {
                                 }
                             }
                             let (answer, _) = client
-                                .send(uri, &reply, policy.format, policy.timeout)
+                                .send(&uri, &reply, policy.format, policy.timeout)
                                 .await;
                             match classify(answer.status()) {
                                 Verdict::Success => {
@@ -201,7 +199,7 @@ impl Job {
                                     (
                                         Verdict::Retry,
                                         Failure {
-                                            destination: (*reply_url).clone(),
+                                            destination: reply_url.clone(),
                                             last: answer,
                                         },
                                     )
