@@ -138,11 +138,13 @@ fn the_example_manifests_compile_to_one_channel_per_backend() {
             .unwrap_or_default()
     };
     assert_eq!(served(BackendKind::InMemory), ["orders"]);
-    assert_eq!(served(BackendKind::Kafka), ["payments"]);
+    // The Kafka broker's channel beside the Kafka channel.
+    assert_eq!(served(BackendKind::Kafka), ["default-kne-trigger", "payments"]);
     assert_eq!(served(BackendKind::Nats), ["audit"]);
     for contract in compiled.contracts.values() {
         for channel in &contract.channels {
-            assert_eq!(channel.subscriptions.len(), 1, "{}", channel.name);
+            let expected = if channel.broker.is_some() { 2 } else { 1 };
+            assert_eq!(channel.subscriptions.len(), expected, "{}", channel.name);
         }
     }
     // The backends accept their parameters.
