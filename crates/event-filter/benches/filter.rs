@@ -1,63 +1,148 @@
-//! Filter evaluation per event: CESQL expressions typical of triggers, the
-//! attributes filter, a prefix filter and the match-all case.
+//! Filter evaluation per event: CESQL expressions typical of triggers, an
+//! attributes filter, a prefix filter and the match-all case, over an
+//! event shaped like the channel layer's (fixed context attributes and a
+//! small map of extensions).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use event_filter::cesql::parse;
 use event_filter::spec::SubscriptionsApiFilter;
-use event_filter::Filter;
+use event_filter::{AttributeValue, EventAttributes, Filter};
 use std::collections::BTreeMap;
 
-fn event() -> BTreeMap<String, String> {
-    [
-        ("specversion", "1.0"),
-        ("id", "7f1c-42"),
-        ("source", "/shop/eu/fr"),
-        ("type", "com.example.shop.order.created"),
-        ("subject", "order-4711"),
-        ("region", "eu"),
-        ("quantity", "12"),
-        (
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+enum Extension {
+    String(String),
+    Integer(i64),
+}
+
+struct Event {
+    id: String,
+    source: String,
+    ty: String,
+    subject: Option<String>,
+    time: Option<String>,
+    extensions: BTreeMap<String, Extension>,
+}
+
+impl EventAttributes for Event {
+    fn attribute(&self, name: &str) -> Option<AttributeValue<'_>> {
+        match name {
+            "specversion" => Some(AttributeValue::String("1.0")),
+            "id" => Some(AttributeValue::String(&self.id)),
+            "source" => Some(AttributeValue::String(&self.source)),
+            "type" => Some(AttributeValue::String(&self.ty)),
+            "subject" => self.subject.as_deref().map(AttributeValue::String),
+            "time" => self.time.as_deref().map(AttributeValue::String),
+            _ => self.extensions.get(name).map(|v| match v {
+                Extension::String(s) => AttributeValue::String(s),
+                Extension::Integer(n) => AttributeValue::Integer(*n),
+            }),
+        }
+    }
+}
+
+fn event() -> Event {
+    Event {
+        id: "7f1c-42".into(),
+        source: "/shop/eu/fr".into(),
+        ty: "com.example.order".into(),
+        subject: Some("order-4711".into()),
+        time: Some("2026-12-03T07:00:00Z".into()),
+        extensions: BTreeMap::from([
+            ("region".into(), Extension::String("eu".into())),
+            ("myext".into(), Extension::Integer(12)),
+            (
+                "traceparent".into(),
+                Extension::String("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            ),
+        ]),
+    }
+}
+
+fn filters(json: serde_json::Value) -> Vec<SubscriptionsApiFilter> {
+    serde_json::from_value(json).expect("filters")
 }
 
 fn bench(c: &mut Criterion) {
     let e = event();
-    for (name, expr) in [
-        ("cesql_equal", "type = 'com.example.shop.order.created'"),
-        ("cesql_like_and_exists", "type LIKE 'com.example.shop.%' AND EXISTS region"),
-        ("cesql_in_and_int", "region IN ('eu', 'us', 'ap') AND quantity >= 10"),
+
+    let mut cesql = c.benchmark_group("cesql");
+    for (name, src) in [
         (
-            "cesql_dnf",
-            "(source LIKE '/shop/eu/%' AND subject LIKE 'order-%') OR (type = 'x' AND region = 'us')",
+            "type_eq_and_source_like",
+            "type = 'com.example.order' AND source LIKE '/shop/%'",
         ),
+        ("exists_and_int_compare", "EXISTS myext AND myext > 10"),
+        (
+            "in_set_or_suffix",
+            "region IN ('us', 'ap', 'eu') OR subject LIKE '%-4711'",
+        ),
+        (
+            "function_and_arith",
+            "LOWER(region) = 'eu' AND INT(myext) * 2 + 1 >= 25",
+        ),
+        ("missing_attribute_error", "nosuch = 'x'"),
     ] {
-        let parsed = parse(expr).expect("parses");
-        c.bench_function(name, |b| b.iter(|| black_box(parsed.matches(black_box(&e)))));
+        let expr = parse(src).expect(src);
+        cesql.bench_function(name, |b| b.iter(|| black_box(&expr).matches(black_box(&e))));
     }
-    let attrs: BTreeMap<String, String> =
-        [("type", "com.example.shop.order.created"), ("region", "")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-    let f = Filter::compile(Some(&attrs), &[]).expect("compiles");
-    c.bench_function("attributes_2", |b| {
-        b.iter(|| black_box(f.evaluate(black_box(&e))))
-    });
-    let prefix: Vec<SubscriptionsApiFilter> =
-        serde_yaml_ng::from_str("- prefix: {source: /shop/eu}").expect("yaml");
-    let f = Filter::compile(None, &prefix).expect("compiles");
-    c.bench_function("prefix", |b| {
-        b.iter(|| black_box(f.evaluate(black_box(&e))))
-    });
-    let f = Filter::matches_all();
-    c.bench_function("match_all", |b| {
-        b.iter(|| black_box(f.evaluate(black_box(&e))))
+    cesql.finish();
+
+    let mut filter = c.benchmark_group("filter");
+    let attributes = BTreeMap::from([
+        ("type".to_owned(), "com.example.order".to_owned()),
+        ("region".to_owned(), "eu".to_owned()),
+    ]);
+    let cases = [
+        ("attributes_2", Filter::compile(Some(&attributes), &[])),
+        (
+            "prefix",
+            Filter::compile(
+                None,
+                &filters(serde_json::json!([{"prefix": {"source": "/shop/"}}])),
+            ),
+        ),
+        (
+            "cesql",
+            Filter::compile(
+                None,
+                &filters(
+                    serde_json::json!([{"cesql": "type = 'com.example.order' AND source LIKE '/shop/%'"}]),
+                ),
+            ),
+        ),
+        (
+            "nested_any_not",
+            Filter::compile(
+                None,
+                &filters(serde_json::json!([
+                    {"exact": {"type": "com.example.order"}},
+                    {"any": [{"suffix": {"source": "/de"}}, {"not": {"exact": {"region": "us"}}}]}
+                ])),
+            ),
+        ),
+        ("match_all", Ok(Filter::matches_all())),
+    ];
+    for (name, f) in cases {
+        let f = f.expect(name);
+        filter.bench_function(name, |b| {
+            b.iter(|| {
+                let f = black_box(&f);
+                if f.is_match_all() {
+                    true
+                } else {
+                    f.evaluate(black_box(&e)).passes()
+                }
+            })
+        });
+    }
+    filter.finish();
+
+    c.bench_function("cesql_parse", |b| {
+        b.iter(|| {
+            parse(black_box(
+                "type = 'com.example.order' AND source LIKE '/shop/%'",
+            ))
+        })
     });
 }
 

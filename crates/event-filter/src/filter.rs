@@ -1,31 +1,44 @@
-//! Compiled filters with Knative's semantics.
+//! Compiled filters with Knative's semantics (`pkg/eventfilter/attributes`
+//! and `pkg/eventfilter/subscriptionsapi`).
 //!
-//! * `filter.attributes`: every listed attribute must be present and equal
-//!   its value; an empty value (Knative's `TriggerAnyFilter`) accepts any
-//!   value. As in Knative, the optional context attributes (`subject`,
-//!   `time`, `dataschema`, `datacontenttype`) count as present with an
-//!   empty value when the event lacks them, extensions do not.
-//! * `filters`: every entry must pass; `exact`/`prefix`/`suffix` compare an
-//!   attribute's canonical string (absent: no match); `all`, `any`, `not`
-//!   combine as Knative's `allFilter`, `anyFilter` and `notFilter` do —
-//!   an empty `all` or `any` has no opinion (passes), `not` of no opinion
-//!   has none either; `cesql` passes for a Boolean `true` without errors.
-//! * An evaluation error (CESQL) is sticky: the event does not pass even
-//!   under `not`, and the error is reported for counting.
-//! * No filter at all passes every event ([`Filter::is_match_all`] lets
-//!   the engine skip evaluation).
+//! * No filter passes every event ([`Filter::is_match_all`] lets the
+//!   engine skip evaluation).
+//! * `spec.filters`, when non-empty, wins and `spec.filter` is ignored;
+//!   every entry must pass.
+//! * `filter.attributes`: every listed attribute must exist and equal its
+//!   value; an empty value (Knative's `TriggerAnyFilter`) accepts any
+//!   non-empty value. Knative reads an optional context attribute the
+//!   event lacks as `""`, so a missing attribute fails either way.
+//! * `exact`, `prefix`, `suffix`: every listed attribute must exist and its
+//!   canonical string (an Integer in decimal, a Boolean as `true`/`false`)
+//!   equal / start with / end with the value.
+//! * As in Knative, `schemaurl` reads `dataschema` and `datamediatype` the
+//!   media type of `datacontenttype`.
+//! * `all`, `any` and `not` combine Knative's three outcomes (pass, fail,
+//!   no filter): an entry with no dialect (`{}`, `all: []`) has no opinion
+//!   and is ignored — `all` fails if one entry fails and passes if one
+//!   passes, `any` passes if one passes and fails if one fails, `not`
+//!   swaps pass and fail, and no opinion at the top passes. (Knative
+//!   returns the last entry's outcome, which depends on an order it
+//!   shuffles at run time; this is the same wherever that is
+//!   deterministic.)
+//! * `cesql`: passes when the expression yields `true` without error; an
+//!   evaluation error fails, like a `false`, and is kept in
+//!   [`FilterResult::Error`] for counting. As in Knative, `not` turns such
+//!   a failure into a pass.
 
-use crate::cesql::{self, EvalError, Expression};
-use crate::spec::{validate_filters, SpecError, SubscriptionsApiFilter};
+use crate::cesql::{EvalError, Expression};
+use crate::spec::{
+    parse_cesql_filter, validate_attributes, validate_filters, SpecError, SubscriptionsApiFilter,
+};
 use crate::{AttributeValue, EventAttributes};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Why a filter cannot be compiled.
+/// Why a filter cannot be compiled: its spec is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
-    #[error("filter.attributes: {0:?} is not a CloudEvents attribute name")]
-    AttributeName(String),
+    /// The spec breaks a validation rule (the error names the field).
     #[error(transparent)]
     Spec(#[from] SpecError),
 }
@@ -33,41 +46,97 @@ pub enum FilterError {
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterResult {
+    /// The event passes.
     Pass,
+    /// The event does not pass.
     Fail,
-    /// Evaluation failed (a CESQL error): the event does not pass.
+    /// The event does not pass because a CESQL expression failed to
+    /// evaluate (a missing attribute, a cast…): the first such error.
     Error(EvalError),
 }
 
-/// A compiled trigger filter: cheap to clone and share between threads.
-#[derive(Debug, Clone)]
+impl FilterResult {
+    /// Whether the event passes.
+    pub fn passes(&self) -> bool {
+        matches!(self, FilterResult::Pass)
+    }
+}
+
+/// A compiled trigger filter: built once when the configuration loads,
+/// evaluated per event; `Send + Sync` and cheap to clone.
+#[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// `None`: every event passes.
     node: Option<Arc<Node>>,
+}
+
+/// Where an attribute is read from.
+#[derive(Debug)]
+struct Attr {
+    /// The attribute asked of the event.
+    name: Box<str>,
+    /// Keep only the media type (`datamediatype`).
+    media_type: bool,
+}
+
+impl Attr {
+    fn new(name: &str) -> Attr {
+        match name {
+            "schemaurl" => Attr {
+                name: "dataschema".into(),
+                media_type: false,
+            },
+            "datamediatype" => Attr {
+                name: "datacontenttype".into(),
+                media_type: true,
+            },
+            _ => Attr {
+                name: name.into(),
+                media_type: false,
+            },
+        }
+    }
+
+    fn read<'e>(&self, event: &'e dyn EventAttributes) -> Option<AttributeValue<'e>> {
+        let v = event.attribute(&self.name)?;
+        match v {
+            AttributeValue::String(s) if self.media_type => Some(AttributeValue::String(
+                s.split(';').next().unwrap_or_default().trim(),
+            )),
+            v => Some(v),
+        }
+    }
+}
+
+/// How an attribute's canonical string is tested.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Test {
+    Exact,
+    Prefix,
+    Suffix,
+    /// `filter.attributes` with `""`: any non-empty value.
+    NonEmpty,
 }
 
 #[derive(Debug)]
 enum Node {
-    /// (name, Some(value) for an exact value, None for any value)
-    Attributes(Vec<(String, Option<String>)>),
-    Exact(String, String),
-    Prefix(String, String),
-    Suffix(String, String),
+    /// Every (attribute, value) passes the test.
+    Match(Test, Vec<(Attr, Box<str>)>),
     All(Vec<Node>),
     Any(Vec<Node>),
     Not(Box<Node>),
     Cesql(Expression),
+    /// No dialect: no opinion.
+    Nothing,
 }
 
-/// Knative's three-valued filter outcome, internally.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Knative's three outcomes, with the CESQL error behind a failure.
+#[derive(Debug)]
 enum Outcome {
     Pass,
-    Fail,
-    NoFilter,
-    Error(EvalError),
+    Fail(Option<EvalError>),
+    NoOpinion,
 }
-
-const OPTIONAL_CONTEXT: &[&str] = &["subject", "time", "dataschema", "datacontenttype"];
 
 impl Filter {
     /// A filter that passes every event.
@@ -75,42 +144,35 @@ impl Filter {
         Filter { node: None }
     }
 
-    /// Compile a trigger's `spec.filter.attributes` and `spec.filters`:
-    /// when `filters` is non-empty it wins and `attributes` is ignored, as
-    /// in Knative.
+    /// Compile a Trigger's `spec.filter.attributes` and `spec.filters`,
+    /// validating them: when `filters` is non-empty it wins and
+    /// `attributes` is ignored (Knative); all entries of `filters` must
+    /// pass.
     pub fn compile(
         attributes: Option<&BTreeMap<String, String>>,
         filters: &[SubscriptionsApiFilter],
     ) -> Result<Filter, FilterError> {
-        if !filters.is_empty() {
-            validate_filters(filters)?;
-            let nodes = filters.iter().map(node).collect::<Vec<_>>();
-            return Ok(Filter {
-                node: Some(Arc::new(Node::All(nodes))),
-            });
-        }
-        match attributes {
-            Some(attrs) if !attrs.is_empty() => {
-                let mut list = Vec::with_capacity(attrs.len());
-                for (name, value) in attrs {
-                    if name.is_empty()
-                        || !name
-                            .bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-                    {
-                        return Err(FilterError::AttributeName(name.clone()));
-                    }
-                    list.push((name.clone(), (!value.is_empty()).then(|| value.clone())));
+        let node = if filters.is_empty() {
+            match attributes {
+                None => Node::Nothing,
+                Some(attrs) => {
+                    validate_attributes(attrs)?;
+                    attributes_node(attrs)
                 }
-                Ok(Filter {
-                    node: Some(Arc::new(Node::Attributes(list))),
-                })
             }
-            _ => Ok(Filter::matches_all()),
-        }
+        } else {
+            validate_filters(filters)?;
+            combine(filters.iter().map(node).collect(), Node::All)
+        };
+        Ok(match node {
+            Node::Nothing => Filter::matches_all(),
+            node => Filter {
+                node: Some(Arc::new(node)),
+            },
+        })
     }
 
-    /// Whether the filter passes every event without looking at it.
+    /// Whether every event passes, without looking at it.
     pub fn is_match_all(&self) -> bool {
         self.node.is_none()
     }
@@ -121,53 +183,82 @@ impl Filter {
             return FilterResult::Pass;
         };
         match eval(node, event) {
-            Outcome::Pass | Outcome::NoFilter => FilterResult::Pass,
-            Outcome::Fail => FilterResult::Fail,
-            Outcome::Error(e) => FilterResult::Error(e),
+            Outcome::Pass | Outcome::NoOpinion => FilterResult::Pass,
+            Outcome::Fail(None) => FilterResult::Fail,
+            Outcome::Fail(Some(e)) => FilterResult::Error(e),
         }
     }
 }
 
-/// Compile one validated spec entry.
-fn node(f: &SubscriptionsApiFilter) -> Node {
-    let single = |m: &BTreeMap<String, String>| {
-        m.iter()
-            .next()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .unwrap_or_default()
+/// `filter.attributes`; an empty map passes every event (Knative).
+fn attributes_node(attrs: &BTreeMap<String, String>) -> Node {
+    if attrs.is_empty() {
+        return Node::Nothing;
+    }
+    let (any, exact): (Vec<_>, Vec<_>) = attrs.iter().partition(|(_, v)| v.is_empty());
+    let tests = |list: Vec<(&String, &String)>| {
+        list.into_iter()
+            .map(|(k, v)| (Attr::new(k), v.as_str().into()))
+            .collect::<Vec<_>>()
     };
-    if let Some(m) = &f.exact {
-        let (k, v) = single(m);
-        Node::Exact(k, v)
-    } else if let Some(m) = &f.prefix {
-        let (k, v) = single(m);
-        Node::Prefix(k, v)
-    } else if let Some(m) = &f.suffix {
-        let (k, v) = single(m);
-        Node::Suffix(k, v)
-    } else if let Some(list) = &f.all {
-        Node::All(list.iter().map(node).collect())
-    } else if let Some(list) = &f.any {
-        Node::Any(list.iter().map(node).collect())
+    let mut nodes = Vec::new();
+    if !exact.is_empty() {
+        nodes.push(Node::Match(Test::Exact, tests(exact)));
+    }
+    if !any.is_empty() {
+        nodes.push(Node::Match(Test::NonEmpty, tests(any)));
+    }
+    combine(nodes, Node::All)
+}
+
+/// `all`/`any` of `nodes`, without the entries with no opinion: none is
+/// no opinion, one is itself.
+fn combine(nodes: Vec<Node>, wrap: fn(Vec<Node>) -> Node) -> Node {
+    let mut nodes: Vec<Node> = nodes
+        .into_iter()
+        .filter(|n| !matches!(n, Node::Nothing))
+        .collect();
+    match nodes.len() {
+        0 => Node::Nothing,
+        1 => nodes.pop().unwrap_or(Node::Nothing),
+        _ => wrap(nodes),
+    }
+}
+
+/// Compile one validated entry of `spec.filters`, dialects in Knative's
+/// order.
+fn node(f: &SubscriptionsApiFilter) -> Node {
+    let matches = |test, map: &BTreeMap<String, String>| {
+        Node::Match(
+            test,
+            map.iter()
+                .map(|(k, v)| (Attr::new(k), v.as_str().into()))
+                .collect(),
+        )
+    };
+    if !f.exact.is_empty() {
+        matches(Test::Exact, &f.exact)
+    } else if !f.prefix.is_empty() {
+        matches(Test::Prefix, &f.prefix)
+    } else if !f.suffix.is_empty() {
+        matches(Test::Suffix, &f.suffix)
+    } else if !f.all.is_empty() {
+        combine(f.all.iter().map(node).collect(), Node::All)
+    } else if !f.any.is_empty() {
+        combine(f.any.iter().map(node).collect(), Node::Any)
     } else if let Some(inner) = &f.not {
-        Node::Not(Box::new(node(inner)))
-    } else if let Some(expr) = &f.cesql {
-        match cesql::parse(expr) {
+        match node(inner) {
+            Node::Nothing => Node::Nothing,
+            inner => Node::Not(Box::new(inner)),
+        }
+    } else if !f.cesql.is_empty() {
+        match parse_cesql_filter(&f.cesql) {
             Ok(e) => Node::Cesql(e),
-            // Validated before: unreachable, but never a panic.
-            Err(_) => Node::All(vec![Node::Exact(String::new(), String::new())]),
+            // Validated before; never reached, and never a panic.
+            Err(_) => Node::Nothing,
         }
     } else {
-        // An empty entry has no opinion.
-        Node::All(Vec::new())
-    }
-}
-
-fn compare(event: &dyn EventAttributes, name: &str, test: impl Fn(&str) -> bool) -> Outcome {
-    match event.attribute(name) {
-        Some(AttributeValue::String(s)) => pass_if(test(s)),
-        Some(other) => pass_if(test(&other.as_canonical())),
-        None => Outcome::Fail,
+        Node::Nothing
     }
 }
 
@@ -175,72 +266,59 @@ fn pass_if(b: bool) -> Outcome {
     if b {
         Outcome::Pass
     } else {
-        Outcome::Fail
+        Outcome::Fail(None)
     }
 }
 
 fn eval(node: &Node, event: &dyn EventAttributes) -> Outcome {
     match node {
-        Node::Attributes(list) => {
-            for (name, value) in list {
-                let present = event.attribute(name);
-                let ok = match (present, value) {
-                    (None, None) => OPTIONAL_CONTEXT.contains(&name.as_str()),
-                    (None, Some(_)) => false,
-                    (Some(_), None) => true,
-                    (Some(AttributeValue::String(s)), Some(v)) => s == v,
-                    (Some(other), Some(v)) => other.as_canonical() == v.as_str(),
-                };
-                if !ok {
-                    return Outcome::Fail;
-                }
-            }
-            Outcome::Pass
-        }
-        Node::Exact(name, value) => compare(event, name, |s| s == value),
-        Node::Prefix(name, value) => compare(event, name, |s| s.starts_with(value.as_str())),
-        Node::Suffix(name, value) => compare(event, name, |s| s.ends_with(value.as_str())),
+        Node::Match(test, list) => pass_if(list.iter().all(|(attr, value)| {
+            attr.read(event).is_some_and(|v| {
+                v.with_canonical(|s| match test {
+                    Test::Exact => s == &**value,
+                    Test::Prefix => s.starts_with(&**value),
+                    Test::Suffix => s.ends_with(&**value),
+                    Test::NonEmpty => !s.is_empty(),
+                })
+            })
+        })),
         Node::All(list) => {
-            let mut out = Outcome::NoFilter;
+            let mut outcome = Outcome::NoOpinion;
             for n in list {
                 match eval(n, event) {
-                    Outcome::Pass => out = Outcome::Pass,
-                    Outcome::NoFilter => {}
-                    failed => return failed,
+                    Outcome::Pass => outcome = Outcome::Pass,
+                    Outcome::NoOpinion => {}
+                    fail => return fail,
                 }
             }
-            out
+            outcome
         }
         Node::Any(list) => {
-            let mut out = Outcome::NoFilter;
+            let mut outcome = Outcome::NoOpinion;
             for n in list {
                 match eval(n, event) {
                     Outcome::Pass => return Outcome::Pass,
-                    Outcome::NoFilter => {}
-                    // Remember the first failure (an error wins over a fail).
-                    Outcome::Fail => {
-                        if out == Outcome::NoFilter {
-                            out = Outcome::Fail;
-                        }
-                    }
-                    Outcome::Error(e) => {
-                        if !matches!(out, Outcome::Error(_)) {
-                            out = Outcome::Error(e);
-                        }
-                    }
+                    Outcome::NoOpinion => {}
+                    // Keep the first failure, or the first error.
+                    Outcome::Fail(e) => match outcome {
+                        Outcome::Fail(Some(_)) => {}
+                        Outcome::Fail(None) if e.is_none() => {}
+                        _ => outcome = Outcome::Fail(e),
+                    },
                 }
             }
-            out
+            outcome
         }
         Node::Not(inner) => match eval(inner, event) {
-            Outcome::Pass => Outcome::Fail,
-            Outcome::Fail => Outcome::Pass,
-            other => other,
+            Outcome::Pass => Outcome::Fail(None),
+            Outcome::Fail(_) => Outcome::Pass,
+            Outcome::NoOpinion => Outcome::NoOpinion,
         },
         Node::Cesql(expr) => match expr.matches(event) {
             Ok(b) => pass_if(b),
-            Err(e) => Outcome::Error(e),
+            Err(e) => Outcome::Fail(Some(e)),
         },
+        Node::Nothing => Outcome::NoOpinion,
     }
 }
 

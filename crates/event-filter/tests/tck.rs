@@ -1,134 +1,156 @@
-//! The CloudEvents SQL TCK: every case of the `cesql/cesql_tck` suites of
-//! the CloudEvents specification repository, encoded one per line in
-//! `tests/tck/cases.jsonl` (suite, case name, expression, input event or
-//! overrides of a default event, expected value, expected error class).
-//! A case expecting a parse error must fail to parse (or, for an unknown
-//! function, fail the static check); every other case must parse, and its
-//! evaluation must give the expected value and exactly the expected error
-//! class (or none).
+//! The CloudEvents SQL TCK (the `cesql/cesql_tck` suites of the CloudEvents
+//! specification repository), every case of it.
+//!
+//! `tests/tck/<suite>.jsonl` holds one case per line, in this crate's own
+//! format:
+//!
+//! * `case`: the TCK's name of the case;
+//! * `expr`: the expression;
+//! * `expect`: `"parse-error"`, or `{"value": v}` with an optional
+//!   `"error"` class (`math`, `cast`, `missingAttribute`,
+//!   `missingFunction`, `functionEvaluation`, `generic`);
+//! * `event`: the whole input event, or `with`: attributes set on a
+//!   default valid event (the TCK's `eventOverrides`).
+//!
+//! A parse-error case must fail to parse; every other case must parse,
+//! yield exactly the value and exactly the error class (or none). All
+//! failures are reported, by suite and case name, and the number of cases
+//! must be the TCK's, so that none is skipped silently.
 
-use event_filter::cesql::{parse, EvalErrorKind, Value};
-use event_filter::{AttributeValue, EventAttributes};
-use std::collections::BTreeMap;
+use event_filter::cesql::{parse, ErrorKind, Value};
+use event_filter::{MapEvent, MapValue};
+use serde_json::Value as Json;
+use std::path::Path;
 
-/// The number of cases in the TCK: none may be skipped silently.
+/// The number of cases in the TCK (18 suites).
 const TCK_CASES: usize = 275;
+/// The number of suites.
+const TCK_SUITES: usize = 18;
 
-#[derive(Debug)]
-struct JsonEvent(BTreeMap<String, serde_json::Value>);
-
-impl EventAttributes for JsonEvent {
-    fn attribute(&self, name: &str) -> Option<AttributeValue<'_>> {
-        match self.0.get(name)? {
-            serde_json::Value::String(s) => Some(AttributeValue::String(s)),
-            serde_json::Value::Bool(b) => Some(AttributeValue::Boolean(*b)),
-            serde_json::Value::Number(n) => n.as_i64().map(AttributeValue::Integer),
-            _ => None,
-        }
-    }
+fn error_kind(class: &str) -> Option<ErrorKind> {
+    Some(match class {
+        "math" => ErrorKind::Math,
+        "cast" => ErrorKind::Cast,
+        "missingAttribute" => ErrorKind::MissingAttribute,
+        "missingFunction" => ErrorKind::MissingFunction,
+        "functionEvaluation" => ErrorKind::FunctionEvaluation,
+        "generic" => ErrorKind::Generic,
+        _ => return None,
+    })
 }
 
-fn event_of(case: &serde_json::Value) -> JsonEvent {
-    let mut map: BTreeMap<String, serde_json::Value> = match case.get("event") {
-        Some(serde_json::Value::Object(o)) => o.clone().into_iter().collect(),
-        _ => [
-            ("specversion", "1.0"),
-            ("id", "tck-id"),
-            ("source", "/tck"),
-            ("type", "tck.type"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
-        .collect(),
+fn json_value(v: &Json) -> Option<Value> {
+    Some(match v {
+        Json::Bool(b) => Value::Boolean(*b),
+        Json::Number(n) => Value::Integer(i32::try_from(n.as_i64()?).ok()?),
+        Json::String(s) => Value::String(s.clone()),
+        _ => return None,
+    })
+}
+
+fn attribute(v: &Json) -> Option<MapValue> {
+    Some(match v {
+        Json::Bool(b) => MapValue::Boolean(*b),
+        Json::Number(n) => MapValue::Integer(n.as_i64()?),
+        Json::String(s) => MapValue::String(s.clone()),
+        _ => return None,
+    })
+}
+
+fn fill(event: &mut MapEvent, attrs: &Json) -> Result<(), String> {
+    let attrs = attrs.as_object().ok_or("event is not an object")?;
+    for (k, v) in attrs {
+        event.set(
+            k,
+            attribute(v).ok_or_else(|| format!("bad attribute {k}: {v}"))?,
+        );
+    }
+    Ok(())
+}
+
+/// Run one case: `Err` says what went wrong.
+fn run(case: &Json) -> Result<(), String> {
+    let expr = case["expr"].as_str().ok_or("no expr")?;
+    let mut event = if case.get("event").is_some() {
+        MapEvent::empty()
+    } else {
+        MapEvent::new("tck-id", "/tck/source", "tck.type")
     };
-    if let Some(serde_json::Value::Object(o)) = case.get("overrides") {
-        for (k, v) in o {
-            map.insert(k.clone(), v.clone());
+    if let Some(e) = case.get("event") {
+        fill(&mut event, e)?;
+    }
+    if let Some(w) = case.get("with") {
+        fill(&mut event, w)?;
+    }
+    let parsed = parse(expr);
+    let expect = &case["expect"];
+    if expect == "parse-error" {
+        return match parsed {
+            Err(_) => Ok(()),
+            Ok(e) => Err(format!("parsed as {e}, a parse error was expected")),
+        };
+    }
+    let parsed = parsed.map_err(|e| format!("does not parse: {e}"))?;
+    let want = json_value(&expect["value"]).ok_or("bad expected value")?;
+    let want_error = match expect.get("error") {
+        None => None,
+        Some(c) => {
+            let c = c.as_str().ok_or("bad error class")?;
+            Some(error_kind(c).ok_or_else(|| format!("unknown error class {c}"))?)
         }
-    }
-    JsonEvent(map)
-}
-
-fn kind_name(k: EvalErrorKind) -> &'static str {
-    match k {
-        EvalErrorKind::Math => "math",
-        EvalErrorKind::Cast => "cast",
-        EvalErrorKind::MissingAttribute => "missingAttribute",
-        EvalErrorKind::MissingFunction => "missingFunction",
-        EvalErrorKind::FunctionEvaluation => "functionEvaluation",
-        EvalErrorKind::Generic => "generic",
-    }
-}
-
-fn as_json(v: &Value<'_>) -> serde_json::Value {
-    match v {
-        Value::Boolean(b) => serde_json::Value::Bool(*b),
-        Value::Integer(n) => serde_json::Value::from(*n),
-        Value::String(s) => serde_json::Value::String(s.to_string()),
-    }
-}
-
-/// Run one case; `Err` says how it failed.
-fn run(case: &serde_json::Value) -> Result<(), String> {
-    let expr = case["expr"].as_str().ok_or("no expression")?;
-    let want_error = case.get("error").and_then(|e| e.as_str());
-    let parsed = match parse(expr) {
-        Ok(p) => p,
-        Err(e) if want_error == Some("parse") => {
-            let _ = e;
-            return Ok(());
-        }
-        Err(e) => return Err(format!("does not parse: {e}")),
     };
-    if want_error == Some("parse") {
-        return Err(format!("parses as {parsed}, expected a parse error"));
-    }
-    let event = event_of(case);
-    let out = parsed.evaluate(&event);
-    let kinds: Vec<&str> = out.errors.iter().map(|e| kind_name(e.kind)).collect();
-    match want_error {
-        None if !kinds.is_empty() => return Err(format!("unexpected errors {:?}", out.errors)),
-        Some(k) if !kinds.contains(&k) => {
-            return Err(format!("expected a {k} error, got {:?}", out.errors))
-        }
-        _ => {}
-    }
-    if let Some(want) = case.get("want") {
-        let got = as_json(&out.value);
-        if &got != want {
-            return Err(format!("value {got}, expected {want}"));
-        }
+    let got = parsed.evaluate(&event);
+    let got_error = got.error.as_ref().map(|e| e.kind());
+    if got.value != want || got_error != want_error {
+        return Err(format!(
+            "got {} with error {:?} ({}), expected {want} with error {want_error:?}",
+            got.value,
+            got_error,
+            got.error.map_or_else(String::new, |e| e.to_string()),
+        ));
     }
     Ok(())
 }
 
 #[test]
 fn every_tck_case_passes() {
-    let text = include_str!("tck/cases.jsonl");
-    let cases: Vec<serde_json::Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("a TCK case"))
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tck");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/tck")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
-    assert_eq!(cases.len(), TCK_CASES, "the TCK has {TCK_CASES} cases");
-    let failures: Vec<String> = cases
-        .iter()
-        .filter_map(|c| {
-            run(c).err().map(|why| {
-                format!(
-                    "{} / {}: `{}`: {why}",
-                    c["suite"].as_str().unwrap_or("?"),
-                    c["case"].as_str().unwrap_or("?"),
-                    c["expr"].as_str().unwrap_or("?")
-                )
-            })
-        })
-        .collect();
+    files.sort();
+    assert_eq!(files.len(), TCK_SUITES, "suites in {}", dir.display());
+    let mut count = 0;
+    let mut failures = Vec::new();
+    for file in &files {
+        let suite = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+        let text = std::fs::read_to_string(file).expect("read suite");
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            count += 1;
+            let case: Json = match serde_json::from_str(line) {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.push(format!("{suite}:{}: not JSON: {e}", n + 1));
+                    continue;
+                }
+            };
+            let name = case["case"].as_str().unwrap_or("?").to_owned();
+            if let Err(why) = run(&case) {
+                failures.push(format!("{suite} / {name} [{}]: {why}", case["expr"]));
+            }
+        }
+    }
     assert!(
         failures.is_empty(),
-        "{} of {} TCK cases fail:\n{}",
+        "{} of {count} TCK cases fail:\n{}",
         failures.len(),
-        cases.len(),
         failures.join("\n")
     );
+    assert_eq!(count, TCK_CASES, "the TCK has {TCK_CASES} cases");
 }

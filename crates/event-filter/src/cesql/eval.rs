@@ -1,461 +1,502 @@
-//! Evaluation: the CESQL type system, its casts and every operator and
-//! built-in function, with the spec's error semantics.
+//! The CESQL evaluator.
 //!
-//! Every operator and function is total: it always yields a value, and
-//! records errors beside it. When an operand's own evaluation recorded an
-//! error (a missing attribute, a division by zero…), the operator yields
-//! the zero value of its return type (`false`, `0`, `""`), which is how the
-//! spec's "the subexpression referencing the missing attribute evaluates to
-//! the zero value of its return type" composes, and what the TCK expects
-//! (`true AND (1 != 1 / 0)` is `false` with a math error). A cast error in
-//! the operator's own implicit cast yields the cast's zero value and the
-//! operator goes on (`NOT 10` is `true` with a cast error).
+//! Error semantics (sections 3.2, 3.3 and 4.1 of the specification, as its
+//! TCK pins them down):
 //!
-//! Strings are borrowed from the event and the expression wherever no new
-//! string is computed, so the common comparisons allocate nothing.
+//! * A node whose *own* operation fails (a cast, a division by zero, a
+//!   function argument out of range) still yields the value the
+//!   specification defines — the failed cast gives the zero value and the
+//!   operation goes on with it (`NOT 'x'` is `true`), a function gives its
+//!   documented value (`ABS(-2147483648)` is `2147483647`) — and reports
+//!   the error.
+//! * A node whose *operand* failed (a missing attribute, or any error
+//!   below) stops there and yields the zero value of its own type, so the
+//!   error travels up unchanged: `1 / missing` is `0` with a
+//!   _MissingAttributeError_, `true AND (missing = "")` is `false`. This is
+//!   the "fail fast" mode the specification recommends for filters.
+//! * `AND` and `OR` short-circuit: the right operand of `false AND x` or
+//!   `true OR x` is not evaluated, and its errors do not happen.
+//! * Only the first error is reported.
+//!
+//! Strings are borrowed from the expression and the event; the common
+//! paths (attribute lookups, comparisons, LIKE) do not allocate.
 
-use super::ast::{BinaryOp, Expr, Function};
-use super::{EvalError, EvalErrorKind, Value};
-use crate::{AttributeValue, EventAttributes};
+use super::ast::{BinaryOp, Builtin, Call, Expr};
+use super::error::{EvalError, MathError};
+use super::value::{parse_bool, Type, Val};
+use crate::EventAttributes;
 use std::borrow::Cow;
 
-/// The types of the CESQL type system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Type {
-    Boolean,
-    Integer,
-    String,
+/// A failed evaluation: the error and the value the node yields anyway.
+#[derive(Debug)]
+pub(crate) struct Fail<'a> {
+    pub(crate) error: EvalError,
+    pub(crate) value: Val<'a>,
 }
 
-impl Value<'_> {
-    /// The value's type.
-    pub fn type_of(&self) -> Type {
-        match self {
-            Value::Boolean(_) => Type::Boolean,
-            Value::Integer(_) => Type::Integer,
-            Value::String(_) => Type::String,
-        }
-    }
+/// The outcome of evaluating a node.
+pub(crate) type Eval<'a> = Result<Val<'a>, Fail<'a>>;
 
-    fn zero(t: Type) -> Value<'static> {
-        match t {
-            Type::Boolean => Value::Boolean(false),
-            Type::Integer => Value::Integer(0),
-            Type::String => Value::String(Cow::Borrowed("")),
-        }
+/// `value`, with `error` when the node's own operation reported one.
+fn finish(value: Val<'_>, error: Option<EvalError>) -> Eval<'_> {
+    match error {
+        None => Ok(value),
+        Some(error) => Err(Fail { error, value }),
     }
 }
 
-/// Where evaluation records its errors.
-pub(super) type Errors = Vec<EvalError>;
-
-fn error(errs: &mut Errors, kind: EvalErrorKind, message: impl Into<String>) {
-    errs.push(EvalError {
-        kind,
-        message: message.into(),
-    });
-}
-
-/// `String -> Integer`: base 10, optional sign, 32 bits.
-fn parse_int(s: &str) -> Option<i32> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse::<i32>().ok()
-}
-
-/// `String -> Boolean`: "true" or "false", any case.
-fn parse_bool(s: &str) -> Option<bool> {
-    if s.eq_ignore_ascii_case("true") {
-        Some(true)
-    } else if s.eq_ignore_ascii_case("false") {
-        Some(false)
-    } else {
-        None
+/// An operand's failure, seen from a node of type `ty`: the node yields
+/// its zero value, and the first error so far (`earlier`) wins.
+fn propagate<'a>(fail: Fail<'_>, ty: Type, earlier: Option<EvalError>) -> Fail<'a> {
+    Fail {
+        error: earlier.unwrap_or(fail.error),
+        value: Val::zero(ty),
     }
 }
 
-fn to_int(v: Value<'_>, errs: &mut Errors) -> i32 {
-    match v {
-        Value::Integer(n) => n,
-        Value::Boolean(b) => i32::from(b),
-        Value::String(s) => parse_int(&s).unwrap_or_else(|| {
-            error(
-                errs,
-                EvalErrorKind::Cast,
-                format!("cannot cast {s:?} to an integer"),
-            );
-            0
-        }),
-    }
+/// The required context attributes, which `EXISTS` always finds.
+fn is_required(name: &str) -> bool {
+    matches!(name, "specversion" | "id" | "source" | "type")
 }
 
-/// Implicit casts to Boolean refuse integers (the TCK: `NOT 10` is a cast
-/// error); the explicit `BOOL()` accepts them (`0` is false).
-fn to_bool(v: Value<'_>, explicit: bool, errs: &mut Errors) -> bool {
-    match v {
-        Value::Boolean(b) => b,
-        Value::Integer(n) if explicit => n != 0,
-        Value::Integer(n) => {
-            error(
-                errs,
-                EvalErrorKind::Cast,
-                format!("cannot cast the integer {n} to a boolean"),
-            );
-            false
-        }
-        Value::String(s) => parse_bool(&s).unwrap_or_else(|| {
-            error(
-                errs,
-                EvalErrorKind::Cast,
-                format!("cannot cast {s:?} to a boolean"),
-            );
-            false
-        }),
-    }
-}
-
-fn to_string(v: Value<'_>) -> Cow<'_, str> {
-    match v {
-        Value::String(s) => s,
-        Value::Integer(n) => Cow::Owned(n.to_string()),
-        Value::Boolean(b) => Cow::Borrowed(if b { "true" } else { "false" }),
-    }
-}
-
-fn cast<'a>(v: Value<'a>, t: Type, errs: &mut Errors) -> Value<'a> {
-    match t {
-        Type::Boolean => Value::Boolean(to_bool(v, false, errs)),
-        Type::Integer => Value::Integer(to_int(v, errs)),
-        Type::String => Value::String(to_string(v)),
-    }
-}
-
-fn equal(a: &Value<'_>, b: &Value<'_>) -> bool {
+/// `=` on two values of the same type.
+fn equal(a: &Val<'_>, b: &Val<'_>) -> bool {
     match (a, b) {
-        (Value::Boolean(x), Value::Boolean(y)) => x == y,
-        (Value::Integer(x), Value::Integer(y)) => x == y,
-        (Value::String(x), Value::String(y)) => x == y,
+        (Val::Bool(a), Val::Bool(b)) => a == b,
+        (Val::Int(a), Val::Int(b)) => a == b,
+        (Val::Str(a), Val::Str(b)) => a == b,
         _ => false,
     }
 }
 
-fn attribute<'a>(event: &'a dyn EventAttributes, name: &str) -> Option<Value<'a>> {
-    event.attribute(name).map(|v| match v {
-        AttributeValue::String(s) => Value::String(Cow::Borrowed(s)),
-        AttributeValue::Boolean(b) => Value::Boolean(b),
-        // CESQL integers are 32 bits; a wider extension value is a string.
-        AttributeValue::Integer(n) => match i32::try_from(n) {
-            Ok(n) => Value::Integer(n),
-            Err(_) => Value::String(Cow::Owned(n.to_string())),
-        },
-    })
+/// Integer arithmetic: the value, and a math error if any. Overflow
+/// saturates (as `ABS` does in the specification).
+fn arithmetic(op: BinaryOp, a: i32, b: i32) -> (i32, Option<MathError>) {
+    let checked = match op {
+        BinaryOp::Add => a.checked_add(b).ok_or(a.saturating_add(b)),
+        BinaryOp::Sub => a.checked_sub(b).ok_or(a.saturating_sub(b)),
+        BinaryOp::Mul => a.checked_mul(b).ok_or(a.saturating_mul(b)),
+        BinaryOp::Div if b == 0 => return (0, Some(MathError::DivisionByZero)),
+        BinaryOp::Div => a.checked_div(b).ok_or(i32::MAX),
+        BinaryOp::Mod if b == 0 => return (0, Some(MathError::DivisionByZero)),
+        // i32::MIN % -1 is 0, which `wrapping_rem` gives.
+        BinaryOp::Mod => Ok(a.wrapping_rem(b)),
+        _ => Ok(0),
+    };
+    match checked {
+        Ok(v) => (v, None),
+        Err(v) => (v, Some(MathError::Overflow)),
+    }
 }
 
-/// Evaluate `e`, pushing errors to `errs`.
-pub(super) fn eval<'a>(
-    e: &'a Expr,
-    event: &'a dyn EventAttributes,
-    errs: &mut Errors,
-) -> Value<'a> {
-    // Evaluate an operand; `None` when it recorded an error.
-    macro_rules! operand {
-        ($x:expr) => {{
-            let before = errs.len();
-            let v = eval($x, event, errs);
-            if errs.len() > before {
-                None
-            } else {
-                Some(v)
+impl Expr {
+    /// Evaluate the node over `event`. (Each kind of node is evaluated by
+    /// a function of its own, which keeps this recursive frame small.)
+    pub(crate) fn eval<'a>(&'a self, event: &'a dyn EventAttributes) -> Eval<'a> {
+        match self {
+            Expr::Literal(v) => Ok(Val::of_literal(v)),
+            Expr::Attribute(name) => match event.attribute(name) {
+                Some(v) => Ok(Val::of_attribute(v)),
+                None => Err(missing_attribute(name)),
+            },
+            Expr::Exists(name) => Ok(Val::Bool(
+                is_required(name) || event.attribute(name).is_some(),
+            )),
+            Expr::Not(e) => not(e, event),
+            Expr::Negate(e) => negate(e, event),
+            Expr::Binary { first, rest } => chain(first, rest, event),
+            Expr::Like {
+                operand,
+                pattern,
+                negated,
+            } => {
+                let v = operand
+                    .eval(event)
+                    .map_err(|f| propagate(f, Type::Boolean, None))?;
+                let text = v.into_str();
+                Ok(Val::Bool(pattern.matches(&text) != *negated))
             }
-        }};
-    }
-    match e {
-        Expr::Boolean(b) => Value::Boolean(*b),
-        Expr::Integer(n) => Value::Integer(*n),
-        Expr::String(s) => Value::String(Cow::Borrowed(s)),
-        Expr::Attribute(name) => match attribute(event, name) {
-            Some(v) => v,
-            None => {
-                error(
-                    errs,
-                    EvalErrorKind::MissingAttribute,
-                    format!("the event has no attribute {name:?}"),
-                );
-                // The type is unknown here: Boolean, as the spec says.
-                Value::Boolean(false)
-            }
-        },
-        Expr::Exists(name) => Value::Boolean(event.attribute(name).is_some()),
-        Expr::Not(x) => match operand!(x) {
-            Some(v) => Value::Boolean(!to_bool(v, false, errs)),
-            None => Value::Boolean(false),
-        },
-        Expr::Negate(x) => match operand!(x) {
-            Some(v) => {
-                let n = to_int(v, errs);
-                Value::Integer(n.checked_neg().unwrap_or_else(|| {
-                    error(errs, EvalErrorKind::Math, "integer overflow in negation");
-                    n
-                }))
-            }
-            None => Value::Integer(0),
-        },
-        Expr::Binary(op, l, r) => binary(*op, l, r, event, errs),
-        Expr::Like {
-            value,
-            pattern,
-            negated,
-        } => match operand!(value) {
-            Some(v) => Value::Boolean(pattern.matches(&to_string(v)) != *negated),
-            None => Value::Boolean(false),
-        },
-        Expr::In {
-            value,
-            set,
-            negated,
-        } => {
-            let Some(x) = operand!(value) else {
-                return Value::Boolean(false);
-            };
-            let target = x.type_of();
-            let mut found = false;
-            for item in set {
-                let Some(y) = operand!(item) else {
-                    return Value::Boolean(false);
-                };
-                let y = cast(y, target, errs);
-                if equal(&x, &y) {
-                    found = true;
-                    break;
-                }
-            }
-            Value::Boolean(found != *negated)
-        }
-        Expr::Call(f, args) => call(*f, args, event, errs),
-        Expr::MissingFunction { name, args, .. } => {
-            error(
-                errs,
-                EvalErrorKind::MissingFunction,
-                format!("no function {name} takes {} arguments", args.len()),
-            );
-            Value::Boolean(false)
+            Expr::In {
+                operand,
+                set,
+                negated,
+            } => in_set(operand, set, *negated, event),
+            Expr::Call(c) => call(c, event),
         }
     }
 }
 
-fn binary<'a>(
-    op: BinaryOp,
-    l: &'a Expr,
-    r: &'a Expr,
+/// A missing attribute: its type is unknown, so the value is a Boolean
+/// (section 3.2).
+#[cold]
+fn missing_attribute<'a>(name: &std::sync::Arc<str>) -> Fail<'a> {
+    Fail {
+        error: EvalError::MissingAttribute { name: name.clone() },
+        value: Val::Bool(false),
+    }
+}
+
+fn not<'a>(e: &'a Expr, event: &'a dyn EventAttributes) -> Eval<'a> {
+    let v = e
+        .eval(event)
+        .map_err(|f| propagate(f, Type::Boolean, None))?;
+    let (b, error) = match v {
+        // The TCK has `NOT 10` be a cast error (the cast gives false, so
+        // the result is true), although the cast table allows Integer to
+        // Boolean: only NOT refuses it.
+        Val::Int(_) => (
+            false,
+            Some(EvalError::Cast {
+                from: Type::Integer,
+                to: Type::Boolean,
+            }),
+        ),
+        v => {
+            let (b, e) = v.to_bool();
+            (b, e.map(EvalError::from))
+        }
+    };
+    finish(Val::Bool(!b), error)
+}
+
+fn negate<'a>(e: &'a Expr, event: &'a dyn EventAttributes) -> Eval<'a> {
+    let v = e
+        .eval(event)
+        .map_err(|f| propagate(f, Type::Integer, None))?;
+    let (n, cast) = v.to_int();
+    let (n, math) = match n.checked_neg() {
+        Some(n) => (n, None),
+        None => (i32::MAX, Some(EvalError::Math(MathError::Overflow))),
+    };
+    finish(Val::Int(n), cast.map(EvalError::from).or(math))
+}
+
+fn in_set<'a>(
+    operand: &'a Expr,
+    set: &'a [Expr],
+    negated: bool,
     event: &'a dyn EventAttributes,
-    errs: &mut Errors,
-) -> Value<'a> {
-    use BinaryOp::*;
-    let before = errs.len();
-    let left = eval(l, event, errs);
-    let left_failed = errs.len() > before;
+) -> Eval<'a> {
+    let left = operand
+        .eval(event)
+        .map_err(|f| propagate(f, Type::Boolean, None))?;
+    // The left operand's type is the target of the casts.
+    let ty = left.ty();
+    let mut error = None;
+    let mut found = false;
+    for e in set {
+        let v = match e.eval(event) {
+            Ok(v) => v,
+            Err(f) => return Err(propagate(f, Type::Boolean, error)),
+        };
+        let (v, cast) = v.cast(ty);
+        if error.is_none() {
+            error = cast.map(EvalError::from);
+        }
+        if equal(&left, &v) {
+            found = true;
+            break;
+        }
+    }
+    finish(Val::Bool(found != negated), error)
+}
+
+/// `first op1 x1 op2 x2 …`, left to right.
+fn chain<'a>(
+    first: &'a Expr,
+    rest: &'a [(BinaryOp, Expr)],
+    event: &'a dyn EventAttributes,
+) -> Eval<'a> {
+    // Once an operation fails, every later one sees a failed operand and
+    // yields its zero value: the chain yields the last one's.
+    let last = rest.len();
+    let ty = rest
+        .last()
+        .map_or(Type::Boolean, |(op, _)| op.result_type());
+    let mut acc = first.eval(event).map_err(|f| propagate(f, ty, None))?;
+    for (i, (op, e)) in rest.iter().enumerate() {
+        acc = match apply(*op, acc, e, event) {
+            Ok(v) => v,
+            Err(f) if i + 1 == last => return Err(f),
+            Err(f) => return Err(propagate(f, ty, None)),
+        };
+    }
+    Ok(acc)
+}
+
+/// `left op r`, `left` evaluated.
+fn apply<'a>(op: BinaryOp, left: Val<'a>, r: &'a Expr, event: &'a dyn EventAttributes) -> Eval<'a> {
+    let ty = op.result_type();
     match op {
-        And | Or | Xor => {
-            if left_failed {
-                return Value::Boolean(false);
+        BinaryOp::And | BinaryOp::Or => {
+            let (a, cast) = left.to_bool();
+            let cast = cast.map(EvalError::from);
+            // Short circuit.
+            if (op == BinaryOp::And) != a {
+                return finish(Val::Bool(a), cast);
             }
-            let a = to_bool(left, false, errs);
-            // Short circuit, as the spec requires.
-            match (op, a) {
-                (And, false) => return Value::Boolean(false),
-                (Or, true) => return Value::Boolean(true),
-                _ => {}
-            }
-            let before = errs.len();
-            let right = eval(r, event, errs);
-            if errs.len() > before {
-                return Value::Boolean(false);
-            }
-            let b = to_bool(right, false, errs);
-            Value::Boolean(match op {
-                And => a && b,
-                Or => a || b,
-                _ => a != b,
-            })
+            let right = match r.eval(event) {
+                Ok(v) => v,
+                Err(f) => return Err(propagate(f, ty, cast)),
+            };
+            let (b, cast2) = right.to_bool();
+            finish(Val::Bool(b), cast.or(cast2.map(EvalError::from)))
         }
         _ => {
-            let before = errs.len();
-            let right = eval(r, event, errs);
-            let right_failed = errs.len() > before;
-            let comparison = matches!(op, Eq | NotEq | Lt | LtEq | Gt | GtEq);
-            if left_failed || right_failed {
-                return if comparison {
-                    Value::Boolean(false)
-                } else {
-                    Value::Integer(0)
-                };
-            }
+            let right = r.eval(event).map_err(|f| propagate(f, ty, None))?;
             match op {
-                Eq | NotEq => {
-                    // Ambiguous: the right operand's type decides.
-                    let left = cast(left, right.type_of(), errs);
-                    Value::Boolean(equal(&left, &right) == (op == Eq))
+                BinaryOp::Xor => {
+                    let (a, c1) = left.to_bool();
+                    let (b, c2) = right.to_bool();
+                    finish(Val::Bool(a != b), c1.or(c2).map(EvalError::from))
                 }
-                Lt | LtEq | Gt | GtEq => {
-                    let (a, b) = (to_int(left, errs), to_int(right, errs));
-                    Value::Boolean(match op {
-                        Lt => a < b,
-                        LtEq => a <= b,
-                        Gt => a > b,
+                BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::LtGt => {
+                    // Ambiguous operator: the right operand's type decides.
+                    let (left, cast) = left.cast(right.ty());
+                    let eq = equal(&left, &right);
+                    finish(
+                        Val::Bool(eq == (op == BinaryOp::Eq)),
+                        cast.map(EvalError::from),
+                    )
+                }
+                BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
+                    let (a, c1) = left.to_int();
+                    let (b, c2) = right.to_int();
+                    let v = match op {
+                        BinaryOp::Lt => a < b,
+                        BinaryOp::Le => a <= b,
+                        BinaryOp::Gt => a > b,
                         _ => a >= b,
-                    })
+                    };
+                    finish(Val::Bool(v), c1.or(c2).map(EvalError::from))
                 }
                 _ => {
-                    let (a, b) = (to_int(left, errs), to_int(right, errs));
-                    let result = match op {
-                        Add => a.checked_add(b),
-                        Sub => a.checked_sub(b),
-                        Mul => a.checked_mul(b),
-                        Div | Mod if b == 0 => {
-                            error(errs, EvalErrorKind::Math, "division by zero");
-                            return Value::Integer(0);
-                        }
-                        Div => a.checked_div(b),
-                        _ => a.checked_rem(b),
-                    };
-                    Value::Integer(result.unwrap_or_else(|| {
-                        error(errs, EvalErrorKind::Math, "integer overflow");
-                        0
-                    }))
+                    let (a, c1) = left.to_int();
+                    let (b, c2) = right.to_int();
+                    let (v, math) = arithmetic(op, a, b);
+                    let error = c1.or(c2).map(EvalError::from).or(math.map(EvalError::Math));
+                    finish(Val::Int(v), error)
                 }
             }
         }
     }
 }
 
-fn char_len(s: &str) -> i64 {
-    s.chars().count() as i64
+/// `s[start..end]` (byte offsets on character boundaries), keeping a
+/// borrowed string borrowed.
+fn slice(s: Cow<'_, str>, start: usize, end: usize) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.get(start..end).unwrap_or("")),
+        Cow::Owned(o) => Cow::Owned(o.get(start..end).unwrap_or("").to_owned()),
+    }
 }
 
-/// The characters of `s` from `start` (0-based) for `len` characters.
-fn chars(s: &str, start: i64, len: i64) -> String {
-    s.chars()
-        .skip(usize::try_from(start.max(0)).unwrap_or(0))
-        .take(usize::try_from(len.max(0)).unwrap_or(0))
-        .collect()
+/// The byte offset of character `index` (the length when past the end).
+fn char_offset(s: &str, index: usize) -> usize {
+    s.char_indices().nth(index).map_or(s.len(), |(i, _)| i)
 }
 
-fn call<'a>(
-    f: Function,
-    args: &'a [Expr],
+fn function_error(function: &'static str, reason: &'static str) -> EvalError {
+    EvalError::FunctionEvaluation { function, reason }
+}
+
+/// The arguments of a call of a built-in.
+struct Args<'a> {
+    call: &'a Call,
     event: &'a dyn EventAttributes,
-    errs: &mut Errors,
-) -> Value<'a> {
-    let before = errs.len();
-    let mut values = Vec::with_capacity(args.len());
-    for a in args {
-        values.push(eval(a, event, errs));
+    /// The built-in's result type, which a failed argument makes it yield
+    /// the zero value of.
+    ty: Type,
+}
+
+impl<'a> Args<'a> {
+    /// Argument `i`, evaluated.
+    fn get(&self, i: usize) -> Eval<'a> {
+        match self.call.args().get(i) {
+            Some(e) => e.eval(self.event).map_err(|f| propagate(f, self.ty, None)),
+            None => Err(missing_function(self.call)),
+        }
     }
-    if errs.len() > before {
-        return Value::zero(return_type(f));
-    }
-    let mut values = values.into_iter();
-    let mut arg = || values.next().unwrap_or(Value::Boolean(false));
-    let fail = |errs: &mut Errors, message: String| {
-        error(errs, EvalErrorKind::FunctionEvaluation, message);
-    };
-    match f {
-        Function::Length => {
-            Value::Integer(i32::try_from(to_string(arg()).chars().count()).unwrap_or(i32::MAX))
-        }
-        Function::Concat => {
-            let mut out = String::new();
-            for v in args.iter().map(|_| arg()) {
-                out.push_str(&to_string(v));
-            }
-            Value::String(Cow::Owned(out))
-        }
-        Function::ConcatWs => {
-            let sep = to_string(arg()).into_owned();
-            let parts: Vec<String> = args[1..]
-                .iter()
-                .map(|_| to_string(arg()).into_owned())
-                .collect();
-            Value::String(Cow::Owned(parts.join(&sep)))
-        }
-        Function::Lower => Value::String(Cow::Owned(to_string(arg()).to_lowercase())),
-        Function::Upper => Value::String(Cow::Owned(to_string(arg()).to_uppercase())),
-        Function::Trim => match to_string(arg()) {
-            Cow::Borrowed(s) => Value::String(Cow::Borrowed(s.trim())),
-            Cow::Owned(s) => Value::String(Cow::Owned(s.trim().to_owned())),
-        },
-        Function::Left | Function::Right => {
-            let s = to_string(arg());
-            let n = i64::from(to_int(arg(), errs));
-            if n < 0 {
-                fail(errs, format!("{}: the length {n} is negative", f.name()));
-                return Value::String(s);
-            }
-            let len = char_len(&s);
-            if n >= len {
-                return Value::String(s);
-            }
-            Value::String(Cow::Owned(if f == Function::Left {
-                chars(&s, 0, n)
-            } else {
-                chars(&s, len - n, n)
-            }))
-        }
-        Function::Substring2 | Function::Substring3 => {
-            let s = to_string(arg());
-            let pos = i64::from(to_int(arg(), errs));
-            let count = if f == Function::Substring3 {
-                Some(i64::from(to_int(arg(), errs)))
-            } else {
-                None
-            };
-            let len = char_len(&s);
-            if pos > len || pos < -len {
-                fail(
-                    errs,
-                    format!("SUBSTRING: position {pos} is outside a string of {len} characters"),
-                );
-                return Value::String(Cow::Borrowed(""));
-            }
-            if let Some(c) = count {
-                if c < 0 {
-                    fail(errs, format!("SUBSTRING: the length {c} is negative"));
-                    return Value::String(Cow::Borrowed(""));
-                }
-            }
-            if pos == 0 {
-                return Value::String(Cow::Borrowed(""));
-            }
-            let start = if pos > 0 { pos - 1 } else { len + pos };
-            Value::String(Cow::Owned(chars(&s, start, count.unwrap_or(len))))
-        }
-        Function::Abs => {
-            let n = to_int(arg(), errs);
-            Value::Integer(n.checked_abs().unwrap_or_else(|| {
-                error(errs, EvalErrorKind::Math, "ABS: integer overflow");
-                i32::MAX
-            }))
-        }
-        Function::Int => Value::Integer(to_int(arg(), errs)),
-        Function::Bool => Value::Boolean(to_bool(arg(), true, errs)),
-        Function::String => Value::String(to_string(arg())),
-        Function::IsInt => Value::Boolean(match arg() {
-            Value::Integer(_) | Value::Boolean(_) => true,
-            Value::String(s) => parse_int(&s).is_some(),
-        }),
-        Function::IsBool => Value::Boolean(match arg() {
-            Value::Boolean(_) | Value::Integer(_) => true,
-            Value::String(s) => parse_bool(&s).is_some(),
-        }),
+
+    fn len(&self) -> usize {
+        self.call.args().len()
     }
 }
 
-fn return_type(f: Function) -> Type {
-    match f {
-        Function::Length | Function::Abs | Function::Int => Type::Integer,
-        Function::Bool | Function::IsInt | Function::IsBool => Type::Boolean,
-        _ => Type::String,
+/// No function of that name and arity: `false`, and a
+/// _MissingFunctionError_ (3.5).
+#[cold]
+fn missing_function(c: &Call) -> Fail<'static> {
+    Fail {
+        error: EvalError::MissingFunction {
+            name: c.shared_name().clone(),
+            arity: c.args().len(),
+        },
+        value: Val::Bool(false),
     }
+}
+
+/// A call of a function. (Each group of built-ins has a function of its
+/// own, which keeps the recursive frames small.)
+fn call<'a>(c: &'a Call, event: &'a dyn EventAttributes) -> Eval<'a> {
+    let Some(builtin) = c.builtin() else {
+        return Err(missing_function(c));
+    };
+    let args = Args {
+        call: c,
+        event,
+        ty: builtin.result_type(),
+    };
+    match builtin {
+        Builtin::Length => {
+            let s = args.get(0)?.into_str();
+            Ok(Val::Int(
+                i32::try_from(s.chars().count()).unwrap_or(i32::MAX),
+            ))
+        }
+        Builtin::Concat => concat(&args, None),
+        Builtin::ConcatWs => {
+            let delimiter = args.get(0)?.into_str();
+            concat(&args, Some(delimiter))
+        }
+        Builtin::Lower => change_case(args.get(0)?.into_str(), false),
+        Builtin::Upper => change_case(args.get(0)?.into_str(), true),
+        Builtin::Trim => {
+            let s = args.get(0)?.into_str();
+            let start = s.len() - s.trim_start().len();
+            let end = start + s.trim().len();
+            Ok(Val::Str(slice(s, start, end)))
+        }
+        Builtin::Left | Builtin::Right => left_right(&args, builtin == Builtin::Left),
+        Builtin::Substring => substring(&args),
+        Builtin::Abs => {
+            let (n, cast) = args.get(0)?.to_int();
+            let (n, math) = match n.checked_abs() {
+                Some(n) => (n, None),
+                None => (i32::MAX, Some(EvalError::Math(MathError::Overflow))),
+            };
+            finish(Val::Int(n), cast.map(EvalError::from).or(math))
+        }
+        Builtin::Int => {
+            let (n, cast) = args.get(0)?.to_int();
+            finish(Val::Int(n), cast.map(EvalError::from))
+        }
+        Builtin::Bool => {
+            let (b, cast) = args.get(0)?.to_bool();
+            finish(Val::Bool(b), cast.map(EvalError::from))
+        }
+        Builtin::String => Ok(Val::Str(args.get(0)?.into_str())),
+        Builtin::IsInt => Ok(Val::Bool(match args.get(0)? {
+            Val::Int(_) => true,
+            Val::Str(s) => s.parse::<i32>().is_ok(),
+            Val::Bool(_) => false,
+        })),
+        Builtin::IsBool => Ok(Val::Bool(match args.get(0)? {
+            Val::Bool(_) => true,
+            Val::Str(s) => parse_bool(&s).is_some(),
+            Val::Int(_) => false,
+        })),
+    }
+}
+
+/// `CONCAT(x1, …)`, or `CONCAT_WS(delimiter, x1, …)` with the delimiter
+/// evaluated.
+fn concat<'a>(args: &Args<'a>, delimiter: Option<Cow<'a, str>>) -> Eval<'a> {
+    let skip = usize::from(delimiter.is_some());
+    let mut out = String::new();
+    for i in skip..args.len() {
+        if let (Some(d), true) = (&delimiter, i > skip) {
+            out.push_str(d);
+        }
+        out.push_str(&args.get(i)?.into_str());
+    }
+    Ok(Val::Str(Cow::Owned(out)))
+}
+
+/// `LOWER(s)` / `UPPER(s)`, borrowing when nothing changes.
+fn change_case(s: Cow<'_, str>, upper: bool) -> Eval<'_> {
+    let unchanged = s.is_ascii()
+        && !s.bytes().any(|b| {
+            if upper {
+                b.is_ascii_lowercase()
+            } else {
+                b.is_ascii_uppercase()
+            }
+        });
+    Ok(Val::Str(match (unchanged, upper) {
+        (true, _) => s,
+        (false, true) => Cow::Owned(s.to_uppercase()),
+        (false, false) => Cow::Owned(s.to_lowercase()),
+    }))
+}
+
+/// `LEFT(s, n)` / `RIGHT(s, n)`.
+fn left_right<'a>(args: &Args<'a>, left: bool) -> Eval<'a> {
+    let s = args.get(0)?.into_str();
+    let (n, cast) = args.get(1)?.to_int();
+    let name = if left { "LEFT" } else { "RIGHT" };
+    if n < 0 {
+        let error = cast
+            .map(EvalError::from)
+            .unwrap_or_else(|| function_error(name, "the length is negative"));
+        return Err(Fail {
+            error,
+            value: Val::Str(s),
+        });
+    }
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    let count = s.chars().count();
+    let value = if n >= count {
+        s
+    } else if left {
+        let end = char_offset(&s, n);
+        slice(s, 0, end)
+    } else {
+        let start = char_offset(&s, count - n);
+        let end = s.len();
+        slice(s, start, end)
+    };
+    finish(Val::Str(value), cast.map(EvalError::from))
+}
+
+/// `SUBSTRING(s, pos)` / `SUBSTRING(s, pos, len)`.
+fn substring<'a>(args: &Args<'a>) -> Eval<'a> {
+    let s = args.get(0)?.into_str();
+    let (pos, c1) = args.get(1)?.to_int();
+    let len = if args.len() == 3 {
+        Some(args.get(2)?.to_int())
+    } else {
+        None
+    };
+    let cast = c1.or(len.and_then(|(_, c)| c)).map(EvalError::from);
+    let count = i64::try_from(s.chars().count()).unwrap_or(i64::MAX);
+    let pos = i64::from(pos);
+    let empty = || Val::Str(Cow::Borrowed(""));
+    if pos > count || pos < -count {
+        let error = cast
+            .unwrap_or_else(|| function_error("SUBSTRING", "the position is outside the string"));
+        return Err(Fail {
+            error,
+            value: empty(),
+        });
+    }
+    if len.is_some_and(|(l, _)| l < 0) {
+        let error = cast.unwrap_or_else(|| function_error("SUBSTRING", "the length is negative"));
+        return Err(Fail {
+            error,
+            value: empty(),
+        });
+    }
+    if pos == 0 {
+        return finish(empty(), cast);
+    }
+    let start = if pos > 0 { pos - 1 } else { count + pos };
+    let end = match len {
+        Some((l, _)) => (start + i64::from(l)).min(count),
+        None => count,
+    };
+    let start = usize::try_from(start).unwrap_or(0);
+    let end = usize::try_from(end).unwrap_or(0);
+    let (bs, be) = (char_offset(&s, start), char_offset(&s, end));
+    finish(Val::Str(slice(s, bs, be)), cast)
 }

@@ -1,274 +1,235 @@
-//! CESQL tokens. Keywords are case-insensitive; attribute identifiers are
-//! lower-cased (CloudEvents attribute names are lower case, and the TCK
-//! expects `EXISTS SOURCE` to find `source`).
+//! The CESQL lexer: turns an expression into tokens with byte spans.
+//!
+//! * Whitespace is space, tab, CR and LF.
+//! * A *word* is a run of ASCII letters, digits and `_`: all digits is an
+//!   integer literal (its sign is the parser's business), anything else is
+//!   a keyword, an identifier or a function name, told apart by the parser.
+//! * A string literal is delimited by `'` or `"`. Inside it, `\` followed
+//!   by the delimiter or by `\` stands for that character, and the
+//!   delimiter doubled (`''`, as in SQL) stands for itself; any other `\`
+//!   is kept as it is, so LIKE escapes such as `\%` and `\_` reach the
+//!   pattern untouched.
 
-use super::ParseError;
+use super::error::ParseError;
 
-/// One token and where it starts (byte offset).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Token {
-    pub kind: Tok,
-    pub at: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Tok {
-    /// `[a-zA-Z0-9]+` that is not all digits nor a keyword, as written.
-    Ident(String),
-    /// `[a-zA-Z][a-zA-Z_]*` containing `_`: only a function name.
-    FunctionName(String),
-    Integer(u64),
-    String(String),
-    True,
-    False,
-    And,
-    Or,
-    Xor,
-    Not,
-    Like,
-    Exists,
-    In,
+/// A token.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Tok<'s> {
     LParen,
     RParen,
     Comma,
+    Plus,
+    Minus,
     Star,
     Slash,
     Percent,
-    Plus,
-    Minus,
     Eq,
+    /// `!=`
     NotEq,
+    /// `<>`
+    LtGt,
     Lt,
-    LtEq,
+    Le,
     Gt,
-    GtEq,
+    Ge,
+    /// A string literal, unescaped.
+    Str(String),
+    /// The digits of an integer literal.
+    Int(&'s str),
+    /// A keyword, identifier or function name as written.
+    Word(&'s str),
     Eof,
 }
 
-impl Tok {
-    /// How the token reads in an error message.
-    pub fn describe(&self) -> String {
-        match self {
-            Tok::Ident(s) | Tok::FunctionName(s) => format!("identifier {s:?}"),
-            Tok::Integer(n) => format!("integer {n}"),
-            Tok::String(s) => format!("string {s:?}"),
-            Tok::Eof => "the end of the expression".to_owned(),
-            other => format!("{:?}", symbol(other)),
-        }
-    }
+/// A token and its byte span in the source.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Token<'s> {
+    pub(crate) tok: Tok<'s>,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
-fn symbol(t: &Tok) -> &'static str {
-    match t {
-        Tok::True => "TRUE",
-        Tok::False => "FALSE",
-        Tok::And => "AND",
-        Tok::Or => "OR",
-        Tok::Xor => "XOR",
-        Tok::Not => "NOT",
-        Tok::Like => "LIKE",
-        Tok::Exists => "EXISTS",
-        Tok::In => "IN",
-        Tok::LParen => "(",
-        Tok::RParen => ")",
-        Tok::Comma => ",",
-        Tok::Star => "*",
-        Tok::Slash => "/",
-        Tok::Percent => "%",
-        Tok::Plus => "+",
-        Tok::Minus => "-",
-        Tok::Eq => "=",
-        Tok::NotEq => "!=",
-        Tok::Lt => "<",
-        Tok::LtEq => "<=",
-        Tok::Gt => ">",
-        Tok::GtEq => ">=",
-        _ => "?",
-    }
-}
-
-/// Split `input` into tokens, ending with [`Tok::Eof`].
-pub(super) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
-    let bytes = input.as_bytes();
+/// Split `src` into tokens, ending with [`Tok::Eof`].
+pub(crate) fn tokenize(src: &str) -> Result<Vec<Token<'_>>, ParseError> {
+    let bytes = src.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        let c = bytes[i];
-        let at = i;
-        let single = |kind| Token { kind, at };
-        match c {
+        let b = bytes[i];
+        let start = i;
+        let simple = |tok, len| Token {
+            tok,
+            start,
+            end: start + len,
+        };
+        let next = bytes.get(i + 1).copied();
+        let token = match b {
             b' ' | b'\t' | b'\r' | b'\n' => {
                 i += 1;
                 continue;
             }
-            b'(' => out.push(single(Tok::LParen)),
-            b')' => out.push(single(Tok::RParen)),
-            b',' => out.push(single(Tok::Comma)),
-            b'*' => out.push(single(Tok::Star)),
-            b'/' => out.push(single(Tok::Slash)),
-            b'%' => out.push(single(Tok::Percent)),
-            b'+' => out.push(single(Tok::Plus)),
-            b'-' => out.push(single(Tok::Minus)),
-            b'=' => out.push(single(Tok::Eq)),
-            b'!' if bytes.get(i + 1) == Some(&b'=') => {
-                out.push(single(Tok::NotEq));
-                i += 1;
-            }
-            b'<' => match bytes.get(i + 1) {
-                Some(b'=') => {
-                    out.push(single(Tok::LtEq));
-                    i += 1;
-                }
-                Some(b'>') => {
-                    out.push(single(Tok::NotEq));
-                    i += 1;
-                }
-                _ => out.push(single(Tok::Lt)),
-            },
-            b'>' => {
-                if bytes.get(i + 1) == Some(&b'=') {
-                    out.push(single(Tok::GtEq));
-                    i += 1;
+            b'(' => simple(Tok::LParen, 1),
+            b')' => simple(Tok::RParen, 1),
+            b',' => simple(Tok::Comma, 1),
+            b'+' => simple(Tok::Plus, 1),
+            b'-' => simple(Tok::Minus, 1),
+            b'*' => simple(Tok::Star, 1),
+            b'/' => simple(Tok::Slash, 1),
+            b'%' => simple(Tok::Percent, 1),
+            b'=' => simple(Tok::Eq, 1),
+            b'!' if next == Some(b'=') => simple(Tok::NotEq, 2),
+            b'<' if next == Some(b'>') => simple(Tok::LtGt, 2),
+            b'<' if next == Some(b'=') => simple(Tok::Le, 2),
+            b'<' => simple(Tok::Lt, 1),
+            b'>' if next == Some(b'=') => simple(Tok::Ge, 2),
+            b'>' => simple(Tok::Gt, 1),
+            b'\'' | b'"' => string(src, start)?,
+            b if b.is_ascii_alphanumeric() || b == b'_' => {
+                let len = bytes[start..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                    .count();
+                let text = &src[start..start + len];
+                let tok = if text.bytes().all(|b| b.is_ascii_digit()) {
+                    Tok::Int(text)
                 } else {
-                    out.push(single(Tok::Gt));
-                }
-            }
-            b'\'' | b'"' => {
-                let (value, end) = string_literal(input, i)?;
-                out.push(Token {
-                    kind: Tok::String(value),
-                    at,
-                });
-                i = end;
-                continue;
-            }
-            c if c.is_ascii_alphanumeric() || c == b'_' => {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                let word = &input[start..i];
-                out.push(Token {
-                    kind: word_token(word, start)?,
-                    at: start,
-                });
-                continue;
+                    Tok::Word(text)
+                };
+                simple(tok, len)
             }
             _ => {
-                let ch = input[i..].chars().next().unwrap_or('?');
-                return Err(ParseError::new(at, format!("unexpected character {ch:?}")));
+                let c = src[start..].chars().next().unwrap_or('\u{fffd}');
+                let message = if c == '!' {
+                    "unexpected '!' (the not-equal operator is '!=')".to_owned()
+                } else {
+                    format!("unexpected character {c:?}")
+                };
+                return Err(ParseError::new(src, start, message));
             }
-        }
-        i += 1;
+        };
+        i = token.end;
+        out.push(token);
     }
     out.push(Token {
-        kind: Tok::Eof,
-        at: input.len(),
+        tok: Tok::Eof,
+        start: src.len(),
+        end: src.len(),
     });
     Ok(out)
 }
 
-fn word_token(word: &str, at: usize) -> Result<Tok, ParseError> {
-    if word.bytes().all(|b| b.is_ascii_digit()) {
-        return word.parse::<u64>().map(Tok::Integer).map_err(|_| {
-            ParseError::new(
-                at,
-                format!("integer {word} is out of range (32-bit signed)"),
-            )
-        });
-    }
-    if word.contains('_') {
-        let first = word.as_bytes()[0];
-        if !first.is_ascii_alphabetic() || word.bytes().any(|b| b.is_ascii_digit()) {
-            return Err(ParseError::new(
-                at,
-                format!("{word:?} is neither an attribute name (a-z, 0-9) nor a function name (letters and _)"),
-            ));
-        }
-        return Ok(Tok::FunctionName(word.to_owned()));
-    }
-    Ok(match word.to_ascii_uppercase().as_str() {
-        "TRUE" => Tok::True,
-        "FALSE" => Tok::False,
-        "AND" => Tok::And,
-        "OR" => Tok::Or,
-        "XOR" => Tok::Xor,
-        "NOT" => Tok::Not,
-        "LIKE" => Tok::Like,
-        "EXISTS" => Tok::Exists,
-        "IN" => Tok::In,
-        _ => Tok::Ident(word.to_owned()),
-    })
-}
-
-/// A string literal starting at `start` (its quote): its value and the
-/// offset after the closing quote. Inside `'…'`, `\'` and `''` stand for
-/// `'`; inside `"…"`, `\"` and `""` for `"`; every other character,
-/// backslashes included, is itself (so a LIKE pattern keeps its `\%`).
-fn string_literal(input: &str, start: usize) -> Result<(String, usize), ParseError> {
-    let bytes = input.as_bytes();
-    let quote = bytes[start];
+/// The string literal opening at `start`.
+fn string(src: &str, start: usize) -> Result<Token<'_>, ParseError> {
+    let quote = src.as_bytes()[start] as char;
     let mut value = String::new();
-    let mut i = start + 1;
-    let mut run = i;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if c == b'\\' && bytes.get(i + 1) == Some(&quote) {
-            value.push_str(&input[run..i]);
-            value.push(quote as char);
-            i += 2;
-            run = i;
-        } else if c == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                value.push_str(&input[run..i]);
-                value.push(quote as char);
-                i += 2;
-                run = i;
-            } else {
-                value.push_str(&input[run..i]);
-                return Ok((value, i + 1));
+    let mut chars = src[start + 1..].char_indices().peekable();
+    while let Some((offset, c)) = chars.next() {
+        if c == quote {
+            if chars.peek().map(|(_, c)| *c) == Some(quote) {
+                chars.next();
+                value.push(quote);
+                continue;
             }
-        } else {
-            i += 1;
+            return Ok(Token {
+                tok: Tok::Str(value),
+                start,
+                end: start + 1 + offset + 1,
+            });
         }
+        if c == '\\' {
+            match chars.peek().map(|(_, c)| *c) {
+                Some(n) if n == quote || n == '\\' => {
+                    chars.next();
+                    value.push(n);
+                }
+                Some(_) => value.push('\\'),
+                None => break,
+            }
+            continue;
+        }
+        value.push(c);
     }
-    Err(ParseError::new(start, "unterminated string literal"))
+    Err(ParseError::new(
+        src,
+        start,
+        format!("unterminated string literal (no closing {quote})"),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn kinds(s: &str) -> Vec<Tok> {
-        tokenize(s).unwrap().into_iter().map(|t| t.kind).collect()
+    fn toks(src: &str) -> Vec<Tok<'_>> {
+        tokenize(src).unwrap().into_iter().map(|t| t.tok).collect()
     }
 
     #[test]
-    fn keywords_are_case_insensitive_and_strings_unescape_their_quote() {
+    fn operators_and_words() {
         assert_eq!(
-            kinds("a aNd 'x\\'y' <> \"q\"\"r\" >= 12"),
-            [
-                Tok::Ident("a".into()),
-                Tok::And,
-                Tok::String("x'y".into()),
+            toks("a!=1<>b<=c>=d<e>f"),
+            vec![
+                Tok::Word("a"),
                 Tok::NotEq,
-                Tok::String("q\"r".into()),
-                Tok::GtEq,
-                Tok::Integer(12),
+                Tok::Int("1"),
+                Tok::LtGt,
+                Tok::Word("b"),
+                Tok::Le,
+                Tok::Word("c"),
+                Tok::Ge,
+                Tok::Word("d"),
+                Tok::Lt,
+                Tok::Word("e"),
+                Tok::Gt,
+                Tok::Word("f"),
                 Tok::Eof
             ]
         );
-        assert_eq!(kinds("'a\\%b'"), [Tok::String("a\\%b".into()), Tok::Eof]);
         assert_eq!(
-            kinds("CONCAT_WS("),
-            [Tok::FunctionName("CONCAT_WS".into()), Tok::LParen, Tok::Eof]
+            toks("CONCAT_WS(1abc,-2)"),
+            vec![
+                Tok::Word("CONCAT_WS"),
+                Tok::LParen,
+                Tok::Word("1abc"),
+                Tok::Comma,
+                Tok::Minus,
+                Tok::Int("2"),
+                Tok::RParen,
+                Tok::Eof
+            ]
         );
+    }
+
+    #[test]
+    fn string_escapes() {
+        assert_eq!(
+            toks(r#"'a"b\'c'"#),
+            vec![Tok::Str("a\"b'c".into()), Tok::Eof]
+        );
+        assert_eq!(
+            toks(r#""a'b\"c""#),
+            vec![Tok::Str("a'b\"c".into()), Tok::Eof]
+        );
+        assert_eq!(
+            toks(r"'ab\c\%\_'"),
+            vec![Tok::Str(r"ab\c\%\_".into()), Tok::Eof]
+        );
+        assert_eq!(toks(r"'a\\'"), vec![Tok::Str(r"a\".into()), Tok::Eof]);
+        assert_eq!(toks("'it''s'"), vec![Tok::Str("it's".into()), Tok::Eof]);
+        assert_eq!(toks("''"), vec![Tok::Str(String::new()), Tok::Eof]);
+        assert_eq!(toks("'é'").len(), 2);
     }
 
     #[test]
     fn errors_have_positions() {
-        assert_eq!(tokenize("a = 'x").unwrap_err().position, 4);
-        assert_eq!(tokenize("a # b").unwrap_err().position, 2);
-        assert!(tokenize("99999999999999999999999").is_err());
+        let e = tokenize("a = 'abc").unwrap_err();
+        assert_eq!(e.position, 4);
+        let e = tokenize(r"'abc\'").unwrap_err();
+        assert_eq!(e.position, 0);
+        let e = tokenize("a ! b").unwrap_err();
+        assert_eq!(e.position, 2);
+        let e = tokenize("a = é").unwrap_err();
+        assert_eq!(e.position, 4);
+        assert!(e.message.contains('é'));
     }
 }

@@ -1,172 +1,187 @@
-//! CloudEvents SQL (CESQL) v1: parsing, static checks and evaluation.
+//! CloudEvents SQL (CESQL) v1.
+//!
+//! [`parse`] turns an expression into an [`Expression`], once; evaluating
+//! it over an event ([`Expression::evaluate`], or [`Expression::matches`]
+//! for a filter) is then cheap and allocation-free on the common paths.
 //!
 //! ```
 //! use event_filter::cesql::{parse, Value};
-//! use std::collections::BTreeMap;
+//! use event_filter::MapEvent;
 //!
-//! let expr = parse("type LIKE 'shop.%' AND INT(quantity) >= 10").unwrap();
-//! let event = BTreeMap::from([
-//!     ("type".to_owned(), "shop.order".to_owned()),
-//!     ("quantity".to_owned(), "12".to_owned()),
-//! ]);
-//! let out = expr.evaluate(&event);
-//! assert_eq!(out.value, Value::Boolean(true));
-//! assert!(out.errors.is_empty());
+//! let expr = parse("type LIKE 'com.example.%' AND INT(quantity) >= 10").unwrap();
+//! let event = MapEvent::new("1", "/shop", "com.example.order").with("quantity", "12");
+//! assert_eq!(expr.evaluate(&event).value, Value::Boolean(true));
+//! assert_eq!(expr.matches(&event), Ok(true));
 //! ```
 //!
-//! What follows the specification to the letter: the grammar and its
-//! precedence (see [`parser`](self) notes on `AND`/`OR`/`XOR`), the three
-//! types and their casts, the implicit-cast rules (an ambiguous `=` casts
-//! its left operand to the right operand's type, `IN` casts the set to the
-//! left operand's type), every operator and built-in function, short
-//! circuits, and the error model: evaluation never fails, it returns a
-//! value and the errors met (parse, math, cast, missing attribute, missing
-//! function, function evaluation). Every case of the CloudEvents SQL TCK
-//! passes (`tests/tck.rs`). Beyond the spec, `IS_INT` and `IS_BOOL` are
-//! provided, as the CloudEvents Go SDK (which Knative uses) does.
+//! # The language, as implemented
+//!
+//! Everything CESQL v1 defines, checked against every case of its TCK:
+//! literals (32-bit integers, `TRUE`/`FALSE`, `'…'` and `"…"` strings),
+//! attribute identifiers (case-insensitive, lower-cased), `NOT`, unary
+//! `-`, `* / %`, `+ -`, the comparisons, `AND OR XOR`, `[NOT] LIKE`,
+//! `[NOT] IN`, `EXISTS`, the built-in functions `LENGTH`, `CONCAT`,
+//! `CONCAT_WS`, `LOWER`, `UPPER`, `TRIM`, `LEFT`, `RIGHT`, `SUBSTRING`,
+//! `ABS`, `INT`, `BOOL`, `STRING` (plus `IS_INT` and `IS_BOOL` of the
+//! working draft), the implicit casts of section 3.7 and the error
+//! semantics of section 3.3 (see [`EvalError`]).
+//!
+//! Where the specification leaves room, this implementation decides:
+//!
+//! * `AND`, `OR` and `XOR` share one precedence level and associate to the
+//!   left, as section 3.6 says ("left to right when the precedence is
+//!   equal"); the ANTLR grammar of the specification makes them
+//!   right-associative. `a OR b AND c` is `(a OR b) AND c`.
+//! * In a string literal, `\` escapes the delimiter and `\` itself, a
+//!   doubled delimiter stands for itself (`'it''s'`), and any other `\` is
+//!   kept, so LIKE escapes (`'a\_b'`) pass through.
+//! * In a LIKE pattern, `\\` matches one backslash (besides `\%` and `\_`);
+//!   `_` matches one Unicode character.
+//! * Integer overflow in `+ - * /` and unary `-` is a _MathError_, with the
+//!   result saturated, as `ABS` does.
+//! * `NOT` of an Integer is a _CastError_ (cast result `false`), as the TCK
+//!   requires, although the cast table allows Integer to Boolean
+//!   elsewhere (`BOOL(5)`, `5 AND TRUE`).
+//! * `EXISTS` of a required attribute is always true (3.4.4).
+//! * An Integer attribute outside the 32-bit range is a String.
+//! * A call of an unknown function, or with the wrong number of arguments,
+//!   parses (the TCK wants a _MissingFunctionError_ at evaluation) but
+//!   [`Expression::check`] reports it with its position.
+//! * Nesting is limited to [`MAX_DEPTH`] levels.
 
 mod ast;
+mod error;
 mod eval;
 mod lexer;
 mod like;
 mod parser;
+mod value;
 
-pub use ast::{BinaryOp, Expr, Function};
-pub use eval::Type;
-pub use like::Pattern;
-pub use parser::MAX_DEPTH;
+pub use ast::{BinaryOp, Builtin, Call, Expr};
+pub use error::{ErrorKind, EvalError, MathError, ParseError, StaticError};
+pub use like::LikePattern;
+pub use value::{Type, Value};
 
 use crate::EventAttributes;
-use std::borrow::Cow;
 use std::fmt;
+use std::str::FromStr;
 
-/// A value of the CESQL type system.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value<'a> {
-    Boolean(bool),
-    /// 32-bit signed, as the spec defines integers.
-    Integer(i32),
-    String(Cow<'a, str>),
+/// The deepest an expression may nest — the depth of its tree, and of
+/// the parentheses, sets, calls and prefix operators written — so that
+/// neither parsing nor evaluation can exhaust the stack (the deepest
+/// expressions take well under 1 MiB of stack, even unoptimized). A deeper
+/// one is a [`ParseError`]. Chains of operators of one precedence level
+/// (`a OR b OR …`, `1 + 2 - 3 …`) and long `IN` sets do not nest.
+pub const MAX_DEPTH: usize = 64;
+
+/// Parse a CESQL expression.
+///
+/// Unknown functions are not a parse error (their evaluation fails with
+/// [`EvalError::MissingFunction`]); call [`Expression::check`] to refuse
+/// them up front.
+pub fn parse(expr: &str) -> Result<Expression, ParseError> {
+    let parsed = parser::parse(expr)?;
+    Ok(Expression {
+        root: parsed.root,
+        source: expr.into(),
+        diagnostics: parsed.diagnostics,
+    })
 }
 
-impl fmt::Display for Value<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::Boolean(b) => write!(f, "{b}"),
-            Value::Integer(n) => write!(f, "{n}"),
-            Value::String(s) => write!(f, "{s:?}"),
-        }
-    }
-}
-
-/// An expression that does not parse, with the byte offset where it went
-/// wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("at position {position}: {message}")]
-pub struct ParseError {
-    /// Byte offset into the expression (0-based).
-    pub position: usize,
-    pub message: String,
-}
-
-impl ParseError {
-    pub(crate) fn new(position: usize, message: impl Into<String>) -> ParseError {
-        ParseError {
-            position,
-            message: message.into(),
-        }
-    }
-}
-
-/// The kinds of evaluation error the spec defines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvalErrorKind {
-    Math,
-    Cast,
-    MissingAttribute,
-    MissingFunction,
-    FunctionEvaluation,
-    Generic,
-}
-
-/// An error met while evaluating.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct EvalError {
-    pub kind: EvalErrorKind,
-    pub message: String,
-}
-
-/// The outcome of an evaluation: always a value, and the errors met.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evaluation<'a> {
-    pub value: Value<'a>,
-    pub errors: Vec<EvalError>,
-}
-
-/// A parsed CESQL expression, ready to evaluate any number of times.
-#[derive(Debug, Clone, PartialEq)]
+/// A parsed expression: immutable, `Send + Sync`, evaluated any number of
+/// times.
+#[derive(Debug, Clone)]
 pub struct Expression {
     root: Expr,
+    source: Box<str>,
+    diagnostics: Vec<StaticError>,
 }
 
-/// Parse `input`.
-pub fn parse(input: &str) -> Result<Expression, ParseError> {
-    parser::parse(input).map(|root| Expression { root })
+/// The outcome of evaluating an expression: always a value, and the first
+/// error met, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The value the specification defines, even when an error occurred.
+    pub value: Value,
+    /// The first error, if any.
+    pub error: Option<EvalError>,
 }
 
 impl Expression {
-    /// The expression tree.
-    pub fn root(&self) -> &Expr {
+    /// The expression as it was written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The syntax tree.
+    pub fn ast(&self) -> &Expr {
         &self.root
     }
 
-    /// Problems found without an event: calls to functions that do not
-    /// exist (or not with that many arguments), which can only evaluate
-    /// to an error. A filter refuses such an expression when it loads.
-    pub fn check(&self) -> Result<(), ParseError> {
-        fn walk(e: &Expr) -> Result<(), ParseError> {
-            let children: Vec<&Expr> = match e {
-                Expr::MissingFunction { name, args, at } => {
-                    return Err(ParseError::new(
-                        *at,
-                        format!("no function {name} takes {} arguments", args.len()),
-                    ))
-                }
-                Expr::Not(x) | Expr::Negate(x) => vec![x],
-                Expr::Like { value, .. } => vec![value],
-                Expr::Binary(_, l, r) => vec![l, r],
-                Expr::In { value, set, .. } => std::iter::once(&**value).chain(set).collect(),
-                Expr::Call(_, args) => args.iter().collect(),
-                _ => Vec::new(),
-            };
-            children.into_iter().try_for_each(walk)
+    /// The problems found when parsing that make evaluation fail on every
+    /// event: calls of unknown functions, or with the wrong number of
+    /// arguments. The first one, with its position.
+    pub fn check(&self) -> Result<(), StaticError> {
+        match self.diagnostics.first() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
-        walk(&self.root)
     }
 
-    /// Evaluate against an event.
-    pub fn evaluate<'a>(&'a self, event: &'a dyn EventAttributes) -> Evaluation<'a> {
-        let mut errors = Vec::new();
-        let value = eval::eval(&self.root, event, &mut errors);
-        Evaluation { value, errors }
+    /// The type of the result when it does not depend on the event (`None`
+    /// when the expression is a bare attribute).
+    pub fn result_type(&self) -> Option<Type> {
+        self.root.static_type()
     }
 
-    /// Evaluate as a filter: `true` only for a Boolean `true` with no error
-    /// (the spec's rule for filters); `Err` carries the first error.
+    /// Evaluate over `event`: the value, and the first error.
+    pub fn evaluate(&self, event: &dyn EventAttributes) -> Evaluation {
+        match self.root.eval(event) {
+            Ok(v) => Evaluation {
+                value: v.into_value(),
+                error: None,
+            },
+            Err(f) => Evaluation {
+                value: f.value.into_value(),
+                error: Some(f.error),
+            },
+        }
+    }
+
+    /// Evaluate as a filter (section 1.2): `Ok(true)` passes; an error, or
+    /// a result that is not a Boolean ([`EvalError::NotBoolean`]), does
+    /// not. Allocation-free on the common paths.
     pub fn matches(&self, event: &dyn EventAttributes) -> Result<bool, EvalError> {
-        let mut errors = Vec::new();
-        let value = eval::eval(&self.root, event, &mut errors);
-        if let Some(e) = errors.into_iter().next() {
-            return Err(e);
+        match self.root.eval(event) {
+            Ok(value::Val::Bool(b)) => Ok(b),
+            Ok(other) => Err(EvalError::NotBoolean { found: other.ty() }),
+            Err(f) => Err(f.error),
         }
-        Ok(value == Value::Boolean(true))
     }
 }
 
+/// Two expressions are equal when their trees are (whatever the spacing,
+/// letter case or parentheses they were written with).
+impl PartialEq for Expression {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+    }
+}
+
+impl Eq for Expression {}
+
+/// The canonical form: parsing it gives an equal expression.
 impl fmt::Display for Expression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.root.fmt(f)
+    }
+}
+
+impl FromStr for Expression {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse(s)
     }
 }
 
