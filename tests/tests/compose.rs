@@ -139,7 +139,10 @@ fn the_example_manifests_compile_to_one_channel_per_backend() {
     };
     assert_eq!(served(BackendKind::InMemory), ["orders"]);
     // The Kafka broker's channel beside the Kafka channel.
-    assert_eq!(served(BackendKind::Kafka), ["default-kne-trigger", "payments"]);
+    assert_eq!(
+        served(BackendKind::Kafka),
+        ["default-kne-trigger", "payments"]
+    );
     assert_eq!(served(BackendKind::Nats), ["audit"]);
     for contract in compiled.contracts.values() {
         for channel in &contract.channels {
