@@ -128,7 +128,7 @@ impl Deliverer {
         let mut filters = trigger::FilterCache::default();
         let mut tasks = JoinSet::new();
         let mut stream_errors = 0u32;
-        loop {
+        'run: loop {
             // Follow changes of the in-flight window.
             let wanted = config.borrow().delivery.max_in_flight.max(1) as usize;
             if wanted > window {
@@ -149,40 +149,43 @@ impl Deliverer {
                     tracing::error!(subscription = %initial.key(), error = %e, "delivery task failed");
                 }
             }
-            let item = tokio::select! {
-                _ = stop.cancelled() => break,
-                item = stream.next() => item,
-            };
-            let delivery = match item {
-                None => {
-                    tracing::info!(subscription = %initial.key(), "delivery stream closed");
-                    break;
-                }
-                Some(Err(e)) => {
-                    stream_errors = stream_errors.saturating_add(1);
-                    let pause = Duration::from_millis(100 * u64::from(stream_errors.min(50)));
-                    tracing::warn!(subscription = %initial.key(), error = %e, pause_ms = pause.as_millis() as u64, "delivery stream error");
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => {}
+            // Take the next event the subscription wants. A trigger's filter
+            // runs here, before any task or request: an event that does not
+            // pass is settled at once and the next one taken under the same
+            // permit, so filtering costs no scheduling.
+            let (delivery, current) = loop {
+                let item = tokio::select! {
+                    _ = stop.cancelled() => break 'run,
+                    item = stream.next() => item,
+                };
+                let delivery = match item {
+                    None => {
+                        tracing::info!(subscription = %initial.key(), "delivery stream closed");
+                        break 'run;
                     }
-                    continue;
+                    Some(Err(e)) => {
+                        stream_errors = stream_errors.saturating_add(1);
+                        let pause = Duration::from_millis(100 * u64::from(stream_errors.min(50)));
+                        tracing::warn!(subscription = %initial.key(), error = %e, pause_ms = pause.as_millis() as u64, "delivery stream error");
+                        tokio::select! {
+                            _ = stop.cancelled() => break 'run,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        continue;
+                    }
+                    Some(Ok(delivery)) => {
+                        stream_errors = 0;
+                        delivery
+                    }
+                };
+                let current = config.borrow().clone();
+                if filters.passes(&current, &delivery.event, &job.metrics) {
+                    break (delivery, current);
                 }
-                Some(Ok(delivery)) => {
-                    stream_errors = 0;
-                    delivery
-                }
-            };
-            // A trigger's filter runs here, before any task or request: an
-            // event that does not pass is settled at once.
-            let current = config.borrow().clone();
-            if !filters.passes(&current, &delivery.event, &job.metrics) {
                 if let Err(e) = delivery.ack.settle(Outcome::Delivered).await {
                     tracing::error!(subscription = %current.key(), event_id = %delivery.event.id, error = %e, "settling a filtered event failed");
                 }
-                drop(permit);
-                continue;
-            }
+            };
             let ordered = current.delivery.order == DeliveryOrder::Ordered;
             if !ordered {
                 let job = job.clone();
