@@ -144,6 +144,11 @@ fn producer_broken(producer: &FutureProducer<TracingContext>, e: &KafkaError) ->
                     | RDKafkaErrorCode::OutOfOrderSequenceNumber
                     | RDKafkaErrorCode::InvalidProducerEpoch
                     | RDKafkaErrorCode::InvalidProducerIdMapping
+                    // Not retriable either. tansu 0.6 answers every produce
+                    // of an idempotent producer that bumped its epoch (after
+                    // requests timed out in a network cut) with it, forever;
+                    // a new producer (a new producer id) is accepted at once.
+                    | RDKafkaErrorCode::ProducerFenced
             )
         )
 }
