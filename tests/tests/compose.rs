@@ -1,8 +1,11 @@
-//! `deploy/docker-compose.yaml` stays true to the binaries: Docker cannot
-//! run here, so the file is checked the way it can be — Debian's
-//! `docker-compose config` validates it, every flag and `KN_*` variable it
-//! passes to one of our binaries must exist in that binary's `--help`, and
-//! the example manifests it mounts must compile without a problem.
+//! `deploy/docker-compose.yaml` stays true to the binaries, checked without
+//! a Docker engine (the stack runs for real in `compose_up.rs`): Debian's
+//! `docker-compose config` validates it and the test overrides, every flag
+//! and `KN_*` variable it passes to one of our binaries must exist in that
+//! binary's `--help`, the example manifests it mounts must compile without
+//! a problem, and each image built from host binaries for the tests
+//! (`<target>-prebuilt`) is its user-facing target but for where the binary
+//! comes from.
 
 use channel_core::compile::compile;
 use channel_core::manifests::load_paths;
@@ -35,6 +38,99 @@ fn docker_compose_accepts_the_file() {
         "docker-compose config rejects the file:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn docker_compose_accepts_the_test_overrides() {
+    for extra in [
+        &[][..],
+        &["-f", "tests/compose/nats-cluster.yaml"],
+        &["-f", "tests/compose/broker-network.yaml"],
+    ] {
+        let out = Command::new("docker-compose")
+            .args(["-f", "deploy/docker-compose.yaml"])
+            .args(["-f", "tests/compose/images.yaml"])
+            .args(extra)
+            .args(["config", "--quiet"])
+            .current_dir(root())
+            .output()
+            .expect("docker-compose installed (apt-get install docker-compose)");
+        assert!(
+            out.status.success(),
+            "docker-compose config rejects the overrides {extra:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The Dockerfile's stages: name → instructions (comments and blank lines
+/// left out, continuation lines joined).
+fn dockerfile_stages() -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let mut stages: Vec<(String, Vec<String>)> = Vec::new();
+    let mut joined = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(head) = line.strip_suffix('\\') {
+            joined.push_str(head);
+            continue;
+        }
+        joined.push_str(line);
+        let instruction = std::mem::take(&mut joined);
+        if let Some(from) = instruction.strip_prefix("FROM ") {
+            let name = from
+                .split(" AS ")
+                .nth(1)
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            stages.push((name, vec![instruction]));
+        } else if let Some((_, body)) = stages.last_mut() {
+            body.push(instruction);
+        }
+    }
+    stages
+}
+
+#[test]
+fn every_prebuilt_image_is_its_user_image_but_for_where_the_binary_comes_from() {
+    let stages = dockerfile_stages();
+    let stage = |name: &str| {
+        stages
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, body)| body.clone())
+            .unwrap_or_else(|| panic!("the Dockerfile has no stage {name}"))
+    };
+    let mut checked = 0;
+    for (_, bin) in tests::compose::BINARIES {
+        let user = stage(bin);
+        let prebuilt = stage(&format!("{bin}-prebuilt"));
+        assert_eq!(user[0], format!("FROM runtime AS {bin}"));
+        assert_eq!(prebuilt[0], format!("FROM runtime AS {bin}-prebuilt"));
+        assert_eq!(
+            user[1..]
+                .iter()
+                .map(|i| i.replace("COPY --from=builder /out/", "COPY "))
+                .collect::<Vec<_>>(),
+            prebuilt[1..].to_vec(),
+            "{bin}-prebuilt differs from {bin}"
+        );
+        assert!(prebuilt.contains(&format!("COPY {bin} /usr/local/bin/")));
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+    // Both run as the non-root user of the shared runtime stage.
+    assert!(stage("runtime").contains(&"USER 65532:65532".to_owned()));
+    // The legacy builder (Docker without buildx) builds every stage before
+    // the target: no prebuilt target may come after the builder.
+    let position = |name: &str| stages.iter().position(|(n, _)| n == name);
+    for (_, bin) in tests::compose::BINARIES {
+        assert!(position(&format!("{bin}-prebuilt")) < position("builder"));
+    }
 }
 
 /// The binary (built here) and crate of a Dockerfile target.

@@ -144,6 +144,11 @@ fn producer_broken(producer: &FutureProducer<TracingContext>, e: &KafkaError) ->
                     | RDKafkaErrorCode::OutOfOrderSequenceNumber
                     | RDKafkaErrorCode::InvalidProducerEpoch
                     | RDKafkaErrorCode::InvalidProducerIdMapping
+                    // Not retriable either. tansu 0.6 answers every produce
+                    // of an idempotent producer that bumped its epoch (after
+                    // requests timed out in a network cut) with it, forever;
+                    // a new producer (a new producer id) is accepted at once.
+                    | RDKafkaErrorCode::ProducerFenced
             )
         )
 }
@@ -166,6 +171,9 @@ pub struct KafkaBackend {
     connections: Mutex<Vec<Arc<Connection>>>,
     /// Running consumers by subscription uid.
     subscriptions: Mutex<HashMap<String, Arc<consumer::Shared>>>,
+    /// This dispatcher's stable identity in every consumer group (Kafka
+    /// static membership), if configured.
+    group_instance_id: Option<String>,
 }
 
 fn client_config(props: &BTreeMap<String, String>, base: &[(&str, &str)]) -> ClientConfig {
@@ -188,7 +196,21 @@ impl KafkaBackend {
             channels: RwLock::new(HashMap::new()),
             connections: Mutex::new(Vec::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            group_instance_id: None,
         }
+    }
+
+    /// Join every subscription's consumer group as the static member `id`
+    /// (`group.instance.id`, Kafka 2.3+): a dispatcher restarted under the
+    /// same id gets its partitions back at once, instead of after the broker
+    /// expired the dead member (`session.timeout.ms`). The id must be stable
+    /// across restarts and unique among the replicas (a pod name, a compose
+    /// service); a second live member with the same id is fenced. A static
+    /// member does not leave its groups on shutdown either: its partitions
+    /// wait for it (up to the session timeout) instead of moving.
+    pub fn with_group_instance_id(mut self, id: Option<String>) -> Self {
+        self.group_instance_id = id.map(|i| i.trim().to_owned()).filter(|i| !i.is_empty());
+        self
     }
 
     fn connection(&self, props: BTreeMap<String, String>) -> Result<Arc<Connection>, BackendError> {
@@ -250,7 +272,7 @@ impl KafkaBackend {
         group: &str,
     ) -> Result<consumer::SubscriptionConsumer, BackendError> {
         let prefetch = prefetch_kbytes(entry.params.num_partitions).to_string();
-        client_config(
+        let mut cfg = client_config(
             &entry.connection.props,
             &[
                 ("group.id", group),
@@ -272,9 +294,14 @@ impl KafkaBackend {
                 // High watermarks for the consumer lag.
                 ("statistics.interval.ms", consumer::STATISTICS_INTERVAL_MS),
             ],
-        )
-        .create_with_context(SubscriptionContext { shared })
-        .map_err(|e| provision::backend_error("creating the Kafka consumer", e))
+        );
+        if let Some(id) = &self.group_instance_id {
+            if !entry.connection.props.contains_key("group.instance.id") {
+                cfg.set("group.instance.id", id);
+            }
+        }
+        cfg.create_with_context(SubscriptionContext { shared })
+            .map_err(|e| provision::backend_error("creating the Kafka consumer", e))
     }
 }
 
