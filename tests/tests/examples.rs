@@ -20,8 +20,8 @@ fn every_example_compiles_without_problems() {
     let mut seen = 0;
     for entry in std::fs::read_dir(examples()).expect("deploy/examples") {
         let dir = entry.expect("entry").path();
-        let manifests =
-            load_paths(std::slice::from_ref(&dir)).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let manifests = load_paths(std::slice::from_ref(&dir))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let compiled = compile(&manifests);
         assert!(
             compiled.problems.is_empty(),
