@@ -63,8 +63,30 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port (bound and released), taken below the kernel's
+/// ephemeral range (32768–60999 by default): a port from `bind(0)` is an
+/// ephemeral one, which the tests' own outgoing connections can take between
+/// this check and the server's bind (seen as `Address already in use`).
+/// Ports are handed out in turn from a per-process starting point, so two
+/// calls in one test process never return the same port.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let port = u16::try_from(LOW + n).unwrap_or(0);
+        if port != 0 && StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
