@@ -838,3 +838,35 @@ pub fn channel_yaml(channel: &str, subs: &[(&str, &str, &str)]) -> String {
     }
     out
 }
+
+/// Run each test body (an `async fn(Backend)` beside the call) against
+/// every backend: one test module per backend, named after the body.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod inmemory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(tests::Backend::inmemory()).await
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(tests::Backend::nats()).await
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(tests::Backend::kafka()).await
+                }
+            )*
+        }
+    };
+}

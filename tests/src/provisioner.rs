@@ -149,3 +149,46 @@ impl Drop for Provisioner {
 pub fn is_ready(r: Option<&serde_json::Value>) -> bool {
     r.is_some_and(|r| r["ready"] == "True")
 }
+
+/// Where one backend's dispatcher listens, known before it starts (the
+/// classes of a standalone test name it).
+#[derive(Debug)]
+pub struct Slot {
+    pub ingress: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Slot {
+    /// Two free loopback addresses.
+    pub fn new() -> Slot {
+        let addr = || format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Slot {
+            ingress: addr(),
+            admin: addr(),
+        }
+    }
+
+    /// The class's `spec.dispatcher` naming this slot.
+    pub fn dispatcher_yaml(&self) -> String {
+        format!(
+            "dispatcher: {{url: \"http://{}\", adminUrl: \"http://{}\"}}",
+            self.ingress, self.admin
+        )
+    }
+
+    /// Start `binary` on this slot, following `contract`.
+    pub fn start(
+        &self,
+        binary: PathBuf,
+        args: Vec<String>,
+        contract: PathBuf,
+    ) -> crate::Dispatcher {
+        crate::Dispatcher::launch_on_contract(binary, args, contract, self.ingress, self.admin)
+    }
+}

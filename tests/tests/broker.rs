@@ -541,37 +541,7 @@ async fn a_bad_filter_is_refused_naming_trigger_and_position(b: Backend) {
     expect_ids(&sink, "t", &["still"]).await;
 }
 
-/// Run each test body against every backend.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod inmemory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(tests::Backend::inmemory()).await
-                }
-            )*
-        }
-        mod nats {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(tests::Backend::nats()).await
-                }
-            )*
-        }
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(tests::Backend::kafka()).await
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+tests::conformance!(
     each_filter_dialect_passes_what_it_matches_and_nothing_else,
     seeds_v1alpha1_forms_work_unchanged,
     replies_reenter_the_broker_and_reach_other_triggers,

@@ -424,37 +424,7 @@ async fn without_dead_letter_sink_failed_events_are_dropped_and_counted(b: Backe
     assert_eq!(failing.count(), 1, "400 is not retried");
 }
 
-/// Run each test body against every backend.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod inmemory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(tests::Backend::inmemory()).await
-                }
-            )*
-        }
-        mod nats {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(tests::Backend::nats()).await
-                }
-            )*
-        }
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(tests::Backend::kafka()).await
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+tests::conformance!(
     linear_backoff_then_dead_letter_with_error_extensions,
     exponential_backoff_timing,
     non_retryable_status_goes_straight_to_dead_letter_and_retryable_ones_retry,

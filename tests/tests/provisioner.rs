@@ -8,46 +8,13 @@
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 use tests::kafka::{kafka_dispatcher_bin, Tansu};
 use tests::nats::{nats_dispatcher_bin, NatsServer};
-use tests::provisioner::{is_ready, Provisioner};
-use tests::{bin_dir, event, free_port, Answer, Dispatcher, HttpClient, Sink};
+use tests::provisioner::{is_ready, Provisioner, Slot};
+use tests::{bin_dir, event, Answer, Dispatcher, HttpClient, Sink};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
-}
-
-/// Where one backend's dispatcher listens, known before it starts (the
-/// classes name it).
-struct Slot {
-    ingress: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Slot {
-    fn new() -> Slot {
-        Slot {
-            ingress: addr(),
-            admin: addr(),
-        }
-    }
-
-    fn dispatcher_yaml(&self) -> String {
-        format!(
-            "dispatcher: {{url: \"http://{}\", adminUrl: \"http://{}\"}}",
-            self.ingress, self.admin
-        )
-    }
-
-    fn start(&self, binary: PathBuf, args: Vec<String>, contract: PathBuf) -> Dispatcher {
-        Dispatcher::launch_on_contract(binary, args, contract, self.ingress, self.admin)
-    }
-}
 
 fn classes(memory: &Slot, kafka: &Slot, nats: &Slot, bootstrap: &str, nats_url: &str) -> String {
     format!(

@@ -5,44 +5,13 @@
 //! through each broker to the triggers whose filters pass them; status shows
 //! Broker and Trigger rows as a user reads them.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 use tests::kafka::{kafka_dispatcher_bin, Tansu};
 use tests::nats::{nats_dispatcher_bin, NatsServer};
-use tests::provisioner::{is_ready, Provisioner};
-use tests::{bin_dir, free_port, Answer, Dispatcher, Sink};
+use tests::provisioner::{is_ready, Provisioner, Slot};
+use tests::{bin_dir, Answer, Dispatcher, Sink};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
-}
-
-struct Slot {
-    ingress: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Slot {
-    fn new() -> Slot {
-        Slot {
-            ingress: addr(),
-            admin: addr(),
-        }
-    }
-
-    fn dispatcher_yaml(&self) -> String {
-        format!(
-            "dispatcher: {{url: \"http://{}\", adminUrl: \"http://{}\"}}",
-            self.ingress, self.admin
-        )
-    }
-
-    fn start(&self, binary: PathBuf, args: Vec<String>, contract: PathBuf) -> Dispatcher {
-        Dispatcher::launch_on_contract(binary, args, contract, self.ingress, self.admin)
-    }
-}
 
 /// Classes with no default: brokers without a config get the built-in
 /// in-memory class, whose dispatcher is named by `--dispatcher-url`.
