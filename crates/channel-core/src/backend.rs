@@ -180,6 +180,33 @@ pub trait DeliveryStream: Send + std::fmt::Debug {
     /// The next event; `None` once the stream is closed for good (the
     /// channel or subscription was removed from the backend).
     async fn next(&mut self) -> Option<Result<Delivery, BackendError>>;
+
+    /// The next event `wanted` accepts. Every event it refuses is settled
+    /// [`Outcome::Delivered`] without being handed out: this is how a
+    /// trigger's filter runs before delivery.
+    ///
+    /// `wanted` is called once per event, in stream order, and must be
+    /// cheap: a backend may call it while holding its own locks. The
+    /// default takes events one by one from [`DeliveryStream::next`]; a
+    /// backend that can skip refused events in place (the in-memory log
+    /// advances its cursor under one lock) overrides it. Cancel safe as
+    /// `next` is: a refused event is settled before the next is looked at.
+    async fn next_wanted(
+        &mut self,
+        wanted: &mut (dyn for<'e> FnMut(&'e Event) -> bool + Send),
+    ) -> Option<Result<Delivery, BackendError>> {
+        loop {
+            match self.next().await? {
+                Ok(delivery) if !wanted(&delivery.event) => {
+                    let id = delivery.event.id.clone();
+                    if let Err(e) = delivery.ack.settle(Outcome::Delivered).await {
+                        tracing::error!(event_id = %id, error = %e, "settling a filtered-out event failed");
+                    }
+                }
+                other => return Some(other),
+            }
+        }
+    }
 }
 
 /// Backend connectivity, for `/readyz`.

@@ -91,6 +91,21 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// Record a final outcome for `offset`.
+    fn finish(&mut self, offset: u64) {
+        if offset < self.committed {
+            return;
+        }
+        if offset == self.committed {
+            self.committed += 1;
+            while self.settled.remove(&self.committed) {
+                self.committed += 1;
+            }
+        } else {
+            self.settled.insert(offset);
+        }
+    }
+
     fn unsettled(&self, end: u64) -> u64 {
         end.saturating_sub(self.committed)
             .saturating_sub(self.settled.len() as u64)
@@ -130,11 +145,6 @@ impl Log {
                 None => break,
             }
         }
-    }
-
-    fn get(&self, offset: u64) -> Option<Arc<Event>> {
-        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
-        self.events.get(index).map(|(e, _)| e.clone())
     }
 }
 
@@ -355,58 +365,105 @@ struct Stream {
     subscription: Arc<str>,
 }
 
-#[async_trait]
-impl DeliveryStream for Stream {
-    async fn next(&mut self) -> Option<Result<Delivery, BackendError>> {
+/// Most refused events a stream skips under one hold of the log's lock
+/// before letting ingress and the other subscriptions in.
+const MAX_SKIPPED_PER_LOCK: usize = 1024;
+
+impl Stream {
+    /// The next event `wanted` accepts (all when `None`); refused ones are
+    /// settled in place, under the same lock, with no allocation.
+    async fn take(
+        &mut self,
+        mut wanted: Option<&mut (dyn for<'e> FnMut(&'e Event) -> bool + Send)>,
+    ) -> Option<Result<Delivery, BackendError>> {
         loop {
             // Register interest before looking, so an append between the
             // look and the wait is not missed.
             let notified = self.log.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let mut skipped = 0usize;
             {
-                let mut inner = self.log.lock();
+                let mut guard = self.log.lock();
+                let inner = &mut *guard;
                 if inner.closed {
                     return None;
                 }
                 let end = inner.end();
                 let base = inner.base;
                 let cursor = inner.cursors.get_mut(&*self.subscription)?;
-                let (offset, redelivered) = if let Some(offset) = cursor.redeliver.pop_first() {
-                    (offset, true)
-                } else if cursor.next < end {
-                    cursor.next = cursor.next.max(base);
-                    let offset = cursor.next;
-                    cursor.next += 1;
-                    (offset, false)
-                } else {
-                    (u64::MAX, false)
-                };
-                if offset != u64::MAX {
-                    if let Some(event) = inner.get(offset) {
-                        return Some(Ok(Delivery {
-                            ordering_key: event
-                                .extension("partitionkey")
-                                .map(|k| Arc::from(k.as_ref())),
-                            event,
-                            position: Position {
-                                partition: 0,
-                                offset: i64::try_from(offset).unwrap_or(i64::MAX),
-                            },
-                            redeliveries: u32::from(redelivered),
-                            ack: Box::new(Ack {
-                                log: self.log.clone(),
-                                subscription: self.subscription.clone(),
-                                offset,
-                                settled: false,
-                            }),
-                        }));
+                while skipped < MAX_SKIPPED_PER_LOCK {
+                    let (offset, redelivered) = if let Some(offset) = cursor.redeliver.pop_first() {
+                        (offset, true)
+                    } else if cursor.next < end {
+                        cursor.next = cursor.next.max(base);
+                        let offset = cursor.next;
+                        cursor.next += 1;
+                        (offset, false)
+                    } else {
+                        break;
+                    };
+                    let Some((event, _)) = offset
+                        .checked_sub(base)
+                        .and_then(|i| usize::try_from(i).ok())
+                        .and_then(|i| inner.events.get(i))
+                    else {
+                        // Trimmed while it waited for redelivery: settled.
+                        continue;
+                    };
+                    if let Some(wanted) = wanted.as_mut() {
+                        if !wanted(event) {
+                            cursor.finish(offset);
+                            skipped += 1;
+                            continue;
+                        }
                     }
-                    continue;
+                    let event = event.clone();
+                    if skipped > 0 {
+                        inner.trim();
+                    }
+                    return Some(Ok(Delivery {
+                        ordering_key: event
+                            .extension("partitionkey")
+                            .map(|k| Arc::from(k.as_ref())),
+                        event,
+                        position: Position {
+                            partition: 0,
+                            offset: i64::try_from(offset).unwrap_or(i64::MAX),
+                        },
+                        redeliveries: u32::from(redelivered),
+                        ack: Box::new(Ack {
+                            log: self.log.clone(),
+                            subscription: self.subscription.clone(),
+                            offset,
+                            settled: false,
+                        }),
+                    }));
                 }
+                if skipped > 0 {
+                    inner.trim();
+                }
+            }
+            if skipped >= MAX_SKIPPED_PER_LOCK {
+                tokio::task::yield_now().await;
+                continue;
             }
             notified.await;
         }
+    }
+}
+
+#[async_trait]
+impl DeliveryStream for Stream {
+    async fn next(&mut self) -> Option<Result<Delivery, BackendError>> {
+        self.take(None).await
+    }
+
+    async fn next_wanted(
+        &mut self,
+        wanted: &mut (dyn for<'e> FnMut(&'e Event) -> bool + Send),
+    ) -> Option<Result<Delivery, BackendError>> {
+        self.take(Some(wanted)).await
     }
 }
 
@@ -435,14 +492,7 @@ impl Ack {
                 return;
             }
             if outcome.is_final() {
-                if self.offset == cursor.committed {
-                    cursor.committed += 1;
-                    while cursor.settled.remove(&cursor.committed) {
-                        cursor.committed += 1;
-                    }
-                } else {
-                    cursor.settled.insert(self.offset);
-                }
+                cursor.finish(self.offset);
                 inner.trim();
             } else {
                 cursor.redeliver.insert(self.offset);

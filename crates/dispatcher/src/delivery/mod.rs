@@ -150,15 +150,20 @@ impl Deliverer {
                 }
             }
             // Take the next event the subscription wants. A trigger's filter
-            // runs here, before any task or request: an event that does not
-            // pass is settled at once and the next one taken under the same
-            // permit, so filtering costs no scheduling.
-            let (delivery, current) = loop {
-                let item = tokio::select! {
-                    _ = stop.cancelled() => break 'run,
-                    item = stream.next() => item,
+            // runs inside the backend's `next_wanted`, before any task or
+            // request: an event that does not pass is settled at once (the
+            // in-memory log skips it in place) and the next one is taken
+            // under the same permit, so filtering costs no scheduling.
+            let delivery = loop {
+                let item = {
+                    let mut wanted =
+                        |event: &Event| filters.passes(&config.borrow(), event, &job.metrics);
+                    tokio::select! {
+                        _ = stop.cancelled() => break 'run,
+                        item = stream.next_wanted(&mut wanted) => item,
+                    }
                 };
-                let delivery = match item {
+                match item {
                     None => {
                         tracing::info!(subscription = %initial.key(), "delivery stream closed");
                         break 'run;
@@ -175,17 +180,11 @@ impl Deliverer {
                     }
                     Some(Ok(delivery)) => {
                         stream_errors = 0;
-                        delivery
+                        break delivery;
                     }
-                };
-                let current = config.borrow().clone();
-                if filters.passes(&current, &delivery.event, &job.metrics) {
-                    break (delivery, current);
-                }
-                if let Err(e) = delivery.ack.settle(Outcome::Delivered).await {
-                    tracing::error!(subscription = %current.key(), event_id = %delivery.event.id, error = %e, "settling a filtered event failed");
                 }
             };
+            let current = config.borrow().clone();
             let ordered = current.delivery.order == DeliveryOrder::Ordered;
             if !ordered {
                 let job = job.clone();
