@@ -27,11 +27,19 @@
 //!   Annotations choose ordering (`kafka.eventing.knative.dev/delivery.order`)
 //!   and the in-flight window (`dispatcher.knative.dev/max-in-flight`).
 //!
+//! * **Flows**: Sequences and Parallels expand into channels and
+//!   subscriptions with Knative's generated names (see [`flows`]); a `ref`
+//!   to a flow resolves to the address of its first (ingress) channel, and
+//!   the problems of what a flow generated are the flow's.
+//!
 //! Output is deterministic: channels and subscriptions sorted by namespace
 //! and name, uids derived from kind/namespace/name when the manifests carry
 //! none, so an unchanged input compiles to an unchanged contract.
 
 mod broker;
+pub mod flows;
+
+pub use flows::{BranchPlan, FlowKind, FlowPlan};
 
 use crate::contract::{
     BackendKind, BackoffPolicy, ChannelContract, Contract, DeliveryFormat, DeliveryOrder,
@@ -67,6 +75,8 @@ pub struct Compiled {
     /// The resolved `spec.delivery.deadLetterSink` of each channel that sets
     /// one, by channel uid (Knative reports it as `status.deadLetterSinkUri`).
     pub channel_dead_letters: BTreeMap<String, Url>,
+    /// What each Sequence and Parallel became, for their status.
+    pub flows: Vec<FlowPlan>,
 }
 
 /// A stable uid for a resource without `metadata.uid`.
@@ -262,6 +272,8 @@ struct Index<'a> {
     channels: BTreeMap<(String, String), Vec<(&'a ChannelResource, BackendKind)>>,
     /// Brokers: (namespace, name) → whether they are served here.
     brokers: BTreeMap<(String, String), bool>,
+    /// Flows: (kind, namespace, name) → the channel holding their address.
+    flows: &'a BTreeMap<(FlowKind, String, String), Option<String>>,
 }
 
 impl Index<'_> {
@@ -334,6 +346,8 @@ fn resolve_destination(
                         ))
                     }
                 }
+            } else if let Some(flow) = FlowKind::of_reference(&r.kind, api) {
+                Some(flow_address(flow, ns, &r.name, index)?)
             } else {
                 return Err((
                     "DestinationNotResolvable".to_owned(),
@@ -361,6 +375,56 @@ fn resolve_destination(
             "InvalidDestination".into(),
             "a destination needs a ref or a uri".into(),
         )),
+    }
+}
+
+/// The address of a Sequence or Parallel: its first channel's.
+fn flow_address(
+    flow: FlowKind,
+    ns: &str,
+    name: &str,
+    index: &Index<'_>,
+) -> Result<String, (String, String)> {
+    let what = format!("{} {ns}/{name}", flow.as_str());
+    let channel = match index.flows.get(&(flow, ns.to_owned(), name.to_owned())) {
+        None => {
+            return Err((
+                "DestinationNotFound".to_owned(),
+                format!("{what} does not exist"),
+            ))
+        }
+        Some(channel) => channel.as_ref(),
+    };
+    let served = channel.filter(|c| {
+        index
+            .channels
+            .get(&(ns.to_owned(), (*c).clone()))
+            .is_some_and(|all| all.iter().any(|(r, _)| r.kind == ChannelKind::Channel))
+    });
+    match served {
+        Some(c) => Ok(format!("http://{}/", Ingress::for_channel(ns, c).host)),
+        None => Err((
+            "DestinationNotReady".to_owned(),
+            format!("{what} is not served (see its own status)"),
+        )),
+    }
+}
+
+/// Where a subscription to compile comes from.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Subscription,
+    Trigger(&'a TriggerContract),
+    Flow(&'a flows::Owner),
+}
+
+impl Origin<'_> {
+    /// The kind its uid derives from, and its place in the sort order.
+    fn kind(self) -> &'static str {
+        match self {
+            Origin::Subscription | Origin::Flow(_) => "Subscription",
+            Origin::Trigger(_) => "Trigger",
+        }
     }
 }
 
@@ -398,9 +462,14 @@ pub fn compile(m: &Manifests) -> Compiled {
     let classes = Classes::new(m);
     let builtin = ClusterChannelProvisioner::builtin();
     let expansion = broker::expand(m);
+    let flow_expansion = flows::expand(m);
     let mut problems = Vec::new();
-    let mut channels: Vec<&ChannelResource> =
-        m.channels.iter().chain(&expansion.channels).collect();
+    let mut channels: Vec<&ChannelResource> = m
+        .channels
+        .iter()
+        .chain(&expansion.channels)
+        .chain(&flow_expansion.channels)
+        .collect();
     channels.sort_by(|a, b| {
         (a.metadata.namespace(), &a.metadata.name, a.kind).cmp(&(
             b.metadata.namespace(),
@@ -414,6 +483,7 @@ pub fn compile(m: &Manifests) -> Compiled {
         channels: BTreeMap::new(),
         // A broker is served when its channel is; filled in below.
         brokers: expansion.known.keys().map(|k| (k.clone(), false)).collect(),
+        flows: &flow_expansion.addresses,
     };
     let mut compiled: Vec<ChannelContract> = Vec::new();
     let mut positions: BTreeMap<(String, String, ChannelKind), usize> = BTreeMap::new();
@@ -428,16 +498,27 @@ pub fn compile(m: &Manifests) -> Compiled {
         let class = match select_class(ch, &classes, &builtin) {
             Ok(class) => class,
             Err((reason, message)) => {
-                problems.push(match &broker {
+                let flow = flow_expansion
+                    .channel_owners
+                    .get(&(ns.clone(), name.clone()));
+                problems.push(match (&broker, flow) {
                     // The backing channel's problem is the broker's.
-                    Some(b) => Problem {
+                    (Some(b), _) => Problem {
                         kind: "Broker".into(),
                         namespace: ns,
                         name: b.name.clone(),
                         reason,
                         message: format!("channel {name}: {message}"),
                     },
-                    None => Problem {
+                    // A generated channel's problem is its flow's.
+                    (None, Some(owner)) => Problem {
+                        kind: owner.kind.as_str().into(),
+                        namespace: ns,
+                        name: owner.name.clone(),
+                        reason,
+                        message: format!("{} (channel {name}): {message}", owner.field),
+                    },
+                    (None, None) => Problem {
                         kind: ch.kind.as_str().into(),
                         namespace: ns,
                         name,
@@ -500,32 +581,56 @@ pub fn compile(m: &Manifests) -> Compiled {
 
     // 2. Subscriptions, resolved and attached.
     // Triggers are subscriptions of their broker's channel.
-    let mut subs: Vec<(&str, &Subscription, Option<&TriggerContract>)> = m
+    // Flows' subscriptions are subscriptions of their generated channels.
+    let mut subs: Vec<(Origin<'_>, &Subscription)> = m
         .subscriptions
         .iter()
-        .map(|s| ("Subscription", s, None))
+        .map(|s| (Origin::Subscription, s))
         .chain(
             expansion
                 .subscriptions
                 .iter()
-                .map(|(s, t)| ("Trigger", s, Some(t))),
+                .map(|(s, t)| (Origin::Trigger(t), s)),
+        )
+        .chain(
+            flow_expansion
+                .subscriptions
+                .iter()
+                .map(|(s, o)| (Origin::Flow(o), s)),
         )
         .collect();
     subs.sort_by(|a, b| {
-        (a.1.metadata.namespace(), &a.1.metadata.name, a.0).cmp(&(
+        (a.1.metadata.namespace(), &a.1.metadata.name, a.0.kind()).cmp(&(
             b.1.metadata.namespace(),
             &b.1.metadata.name,
-            b.0,
+            b.0.kind(),
         ))
     });
-    for (kind, sub, trigger) in subs {
+    for (origin, sub) in subs {
+        let kind = origin.kind();
+        let trigger = match origin {
+            Origin::Trigger(t) => Some(t),
+            _ => None,
+        };
         let ns = sub.metadata.namespace().to_owned();
-        let problem = |reason: &str, message: String| Problem {
-            kind: kind.into(),
-            namespace: ns.clone(),
-            name: sub.metadata.name.clone(),
-            reason: reason.into(),
-            message,
+        let problem = |reason: &str, message: String| match origin {
+            Origin::Flow(owner) => Problem {
+                kind: owner.kind.as_str().into(),
+                namespace: ns.clone(),
+                name: owner.name.clone(),
+                reason: reason.into(),
+                message: format!(
+                    "{} (subscription {}): {message}",
+                    owner.field, sub.metadata.name
+                ),
+            },
+            _ => Problem {
+                kind: kind.into(),
+                namespace: ns.clone(),
+                name: sub.metadata.name.clone(),
+                reason: reason.into(),
+                message,
+            },
         };
         let channel_ns = sub
             .spec
@@ -542,6 +647,10 @@ pub fn compile(m: &Manifests) -> Compiled {
                         t.broker
                     ),
                 ));
+                continue;
+            }
+            if let Origin::Flow(_) = origin {
+                // The generated channel's problem is already the flow's.
                 continue;
             }
             let known = m.channels.iter().any(|c| {
@@ -626,6 +735,7 @@ pub fn compile(m: &Manifests) -> Compiled {
         });
     }
     problems.extend(expansion.problems);
+    problems.extend(flow_expansion.problems);
 
     // 3. One contract per backend.
     let mut contracts: BTreeMap<BackendKind, Contract> = BTreeMap::new();
@@ -644,6 +754,7 @@ pub fn compile(m: &Manifests) -> Compiled {
         contracts,
         problems,
         channel_dead_letters,
+        flows: flow_expansion.plans,
     }
 }
 

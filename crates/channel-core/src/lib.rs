@@ -10,6 +10,7 @@
 //!   field for field, with defaulting and validation.
 //! * [`broker`]: Knative's Broker and Trigger (and the ConfigMap a broker
 //!   takes its channel template from), v1 and the seeds' v1alpha1 forms.
+//! * [`flows`]: Knative's Sequence and Parallel.
 //! * [`manifests`]: loading multi-document YAML from files and directories.
 //! * [`compile`]: turning manifests into the data-plane [`contract`].
 //! * [`contract`]: the document the control plane hands to a dispatcher.
@@ -24,6 +25,7 @@ pub mod compile;
 pub mod contract;
 pub mod duration;
 pub mod event;
+pub mod flows;
 pub mod manifests;
 pub mod resources;
 

@@ -16,6 +16,7 @@
 //! ```
 
 use crate::broker::{Broker, BrokerSpec, ConfigMapResource, Trigger, TriggerSpec};
+use crate::flows::{Parallel, ParallelSpec, Sequence, SequenceSpec, FLOWS_VERSIONS};
 use crate::resources::{
     ChannelKind, ChannelResource, ChannelSpec, ClusterChannelProvisioner, DeliverySpec, FieldError,
     ObjectMeta, ProvisionerSpec, Subscription, SubscriptionSpec,
@@ -35,6 +36,8 @@ pub struct Manifests {
     pub triggers: Vec<Trigger>,
     /// ConfigMaps (a broker's `spec.config` names one).
     pub config_maps: Vec<ConfigMapResource>,
+    pub sequences: Vec<Sequence>,
+    pub parallels: Vec<Parallel>,
     /// Documents that were skipped, and why.
     pub warnings: Vec<String>,
 }
@@ -316,6 +319,26 @@ impl Loader {
             require_name(doc, &what, &trigger.metadata)?;
             trigger.validate().map_err(|e| doc.field(&what, e))?;
             self.manifests.triggers.push(trigger);
+        } else if kind == "Sequence" && group_ok(FLOWS_VERSIONS) {
+            note(self)?;
+            let env: EnvelopeOpt<SequenceSpec> = doc.parse(&what, value)?;
+            let sequence = Sequence {
+                metadata: env.metadata,
+                spec: env.spec.unwrap_or_default(),
+            };
+            require_name(doc, &what, &sequence.metadata)?;
+            sequence.validate().map_err(|e| doc.field(&what, e))?;
+            self.manifests.sequences.push(sequence);
+        } else if kind == "Parallel" && group_ok(FLOWS_VERSIONS) {
+            note(self)?;
+            let env: EnvelopeOpt<ParallelSpec> = doc.parse(&what, value)?;
+            let parallel = Parallel {
+                metadata: env.metadata,
+                spec: env.spec.unwrap_or_default(),
+            };
+            require_name(doc, &what, &parallel.metadata)?;
+            parallel.validate().map_err(|e| doc.field(&what, e))?;
+            self.manifests.parallels.push(parallel);
         } else if kind == "ConfigMap" && api_version == "v1" {
             note(self)?;
             let cm: ConfigMapDoc = doc.parse(&what, value)?;

@@ -126,25 +126,33 @@ fn channel_of(b: &Broker, parts: Option<ChannelResourceParts>) -> Result<Channel
     match parts {
         None => {}
         Some(ChannelResourceParts::Provisioner(p)) => channel.provisioner = Some(p),
-        Some(ChannelResourceParts::Template(t)) => {
-            let kind = ChannelKind::from_kind(&t.kind).filter(|k| *k != ChannelKind::Channel);
-            if kind.is_none() {
-                return Err(format!(
-                    "channel template kind {:?} is not a channel implementation: expected InMemoryChannel, KafkaChannel or NatsJetStreamChannel",
-                    t.kind
-                ));
-            }
-            if let Some(spec) = &t.spec {
-                for (k, v) in spec {
-                    if k != "delivery" && k != "subscribers" {
-                        channel.parameters.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            channel.template = Some(t);
-        }
+        Some(ChannelResourceParts::Template(t)) => apply_template(&mut channel, t)?,
     }
     Ok(channel)
+}
+
+/// A generic Channel takes its implementation kind and backend settings
+/// from a channel template (a broker's config, a flow's `channelTemplate`).
+pub(super) fn apply_template(
+    channel: &mut ChannelResource,
+    t: ChannelTemplate,
+) -> Result<(), String> {
+    let kind = ChannelKind::from_kind(&t.kind).filter(|k| *k != ChannelKind::Channel);
+    if kind.is_none() {
+        return Err(format!(
+            "channel template kind {:?} is not a channel implementation: expected InMemoryChannel, KafkaChannel or NatsJetStreamChannel",
+            t.kind
+        ));
+    }
+    if let Some(spec) = &t.spec {
+        for (k, v) in spec {
+            if k != "delivery" && k != "subscribers" {
+                channel.parameters.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    channel.template = Some(t);
+    Ok(())
 }
 
 /// Expand the brokers and triggers of `m`.
