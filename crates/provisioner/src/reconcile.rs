@@ -19,7 +19,7 @@
 //!   `<name>-kn-channel.<namespace>.svc.cluster.local`.
 
 use channel_core::broker::trigger_channel_name;
-use channel_core::compile::{compile, Problem};
+use channel_core::compile::{compile, FlowPlan, Problem};
 use channel_core::manifests::Manifests;
 use channel_core::resources::ChannelKind;
 use channel_core::{BackendKind, ChannelContract};
@@ -93,6 +93,9 @@ pub struct Plan {
     pub channels: Vec<PlannedChannel>,
     /// Resources that cannot be served, with the reason.
     pub problems: Vec<Problem>,
+    /// What each Sequence and Parallel became (their status is computed
+    /// from their generated channels and subscriptions).
+    pub flows: Vec<FlowPlan>,
 }
 
 impl Plan {
@@ -184,7 +187,11 @@ pub fn plan(
     }
     problems
         .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
-    Plan { channels, problems }
+    Plan {
+        channels,
+        problems,
+        flows: compiled.flows,
+    }
 }
 
 /// A channel or broker that was served but no longer compiles (its class,

@@ -242,6 +242,7 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
     for problem in &plan.problems {
         out.push(problem_status(problem));
     }
+    flows::add_flow_statuses(&plan.flows, &mut out);
     out.sort_by(|a, b| {
         (kind_order(&a.kind), &a.namespace, &a.name).cmp(&(
             kind_order(&b.kind),
@@ -601,7 +602,9 @@ pub fn stamp_transitions(old: &[ResourceStatus], new: &mut [ResourceStatus], now
 }
 
 mod broker;
+mod flows;
 #[cfg(test)]
 mod tests;
 
 pub use broker::{BrokerStatus, TriggerStatus};
+pub use flows::{ParallelStatus, SequenceStatus};
