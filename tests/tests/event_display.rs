@@ -117,3 +117,68 @@ async fn fail_first_makes_the_dispatcher_retry() {
     let v: serde_json::Value = serde_json::from_str(&first).expect("a JSON line");
     assert_eq!(v["id"], "e");
 }
+
+/// The README's flows walk-through with real event-display processes: three
+/// `--reply-append` steps of a Sequence build up the `message` field, and a
+/// `--filter-type` process passes one type into a Parallel branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_display_serves_as_sequence_steps_and_parallel_filters() {
+    let steps = [
+        Display::start(&["--reply", "--reply-append", " - step 1"]).await,
+        Display::start(&["--reply", "--reply-append", " - step 2"]).await,
+        Display::start(&["--reply", "--reply-append", " - step 3"]).await,
+    ];
+    let filter = Display::start(&["--filter-type", "dev.example.wanted", "--quiet"]).await;
+    let done = Sink::accepting().await;
+    let branch = Sink::accepting().await;
+    let yaml = format!(
+        r#"apiVersion: flows.knative.dev/v1
+kind: Sequence
+metadata: {{name: appender, namespace: default}}
+spec:
+  steps: [{{uri: "{}"}}, {{uri: "{}"}}, {{uri: "{}"}}]
+  reply: {{uri: "{}"}}
+---
+apiVersion: flows.knative.dev/v1
+kind: Parallel
+metadata: {{name: picky, namespace: default}}
+spec:
+  branches:
+  - filter: {{uri: "{}"}}
+    subscriber: {{uri: "{}"}}
+"#,
+        steps[0].url(),
+        steps[1].url(),
+        steps[2].url(),
+        done.url(),
+        filter.url(),
+        branch.url()
+    );
+    let d = Dispatcher::start(&yaml, &[]).await;
+    let hello = channel_core::event::Event::new("m1", "/walkthrough", "dev.example.hello")
+        .with_data(
+            "application/json",
+            &br#"{"id":1,"message":"Hello world!"}"#[..],
+        );
+    d.client()
+        .post_binary(&d.url("/default/appender-kn-sequence-0"), &hello)
+        .await;
+    let got = done.wait_for(1, WAIT).await;
+    let e = got[0].event.clone().expect("a CloudEvent");
+    let data: serde_json::Value =
+        serde_json::from_slice(e.data.as_deref().unwrap_or_default()).expect("JSON data");
+    assert_eq!(data["message"], "Hello world! - step 1 - step 2 - step 3");
+    assert_eq!(e.id, "m1-reply-reply-reply");
+
+    for (id, ty) in [("w", "dev.example.wanted"), ("u", "dev.example.unwanted")] {
+        let mut e = event(id);
+        e.ty = ty.into();
+        d.client()
+            .post_binary(&d.url("/default/picky-kn-parallel"), &e)
+            .await;
+    }
+    let got = branch.wait_for(1, WAIT).await;
+    assert_eq!(got[0].id(), "w");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(branch.count(), 1, "the filter dropped the unwanted type");
+}

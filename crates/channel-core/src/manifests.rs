@@ -177,7 +177,19 @@ impl Doc<'_> {
         value: serde_json::Value,
     ) -> Result<T, ManifestError> {
         serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
+            let mut path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // serde names the struct missing a field; the user wants the field.
+            if let Some(missing) = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            {
+                path = if path == "." {
+                    missing.to_owned()
+                } else {
+                    format!("{path}.{missing}")
+                };
+            }
             self.field(
                 what,
                 FieldError {
@@ -186,7 +198,7 @@ impl Doc<'_> {
                     } else {
                         path
                     },
-                    message: e.into_inner().to_string(),
+                    message,
                 },
             )
         })

@@ -559,7 +559,16 @@ impl Backend for NatsBackend {
             )));
         }
         match self.publish(&handle, &event).await {
-            Ok(_) => Ok(()),
+            Ok(ack) => {
+                if ack.duplicate {
+                    // Accepted, not stored again: JetStream keeps one event
+                    // per id within `duplicateWindow`. A reply that keeps
+                    // its request's id and re-enters the same channel or
+                    // broker lands here.
+                    tracing::info!(channel = %handle.key, id = %event.id, "the stream already holds an event with this id (duplicateWindow): stored once");
+                }
+                Ok(())
+            }
             Err(e)
                 if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound =>
             {

@@ -481,6 +481,9 @@ impl Dataplane {
             }
         }
         applied.refused.clear();
+        // Changed subscriptions, updated once new channels are routed (5.):
+        // a reply moved to a channel added by this contract must find it.
+        let mut updated = Vec::new();
         for (key, (channel, sub)) in desired_subs {
             if let Err(e) = crate::delivery::trigger::check(&sub) {
                 tracing::error!(subscription = %sub.key(), error = %e, "trigger filter refused: the subscription does not run");
@@ -493,10 +496,9 @@ impl Dataplane {
                 applied.refused.insert(key, e);
                 continue;
             }
-            if let Some(worker) = applied.workers.get_mut(&key) {
+            if let Some(worker) = applied.workers.get(&key) {
                 if **worker.config.borrow() != sub {
-                    tracing::info!(subscription = %sub.key(), "subscription updated");
-                    worker.config.send_replace(Arc::new(sub));
+                    updated.push((key, sub));
                 }
                 continue;
             }
@@ -523,6 +525,14 @@ impl Dataplane {
             .map(|(c, _)| c.clone())
             .collect();
         self.publish_routes(&routed);
+
+        // 5. Changed subscriptions take their new settings without pausing.
+        for (key, sub) in updated {
+            if let Some(worker) = applied.workers.get(&key) {
+                tracing::info!(subscription = %sub.key(), "subscription updated");
+                worker.config.send_replace(Arc::new(sub));
+            }
+        }
 
         applied.degraded = applied.channels.values().any(|(_, m)| m.is_some())
             || desired

@@ -54,6 +54,23 @@ struct Cli {
     #[arg(long, env = "EVENT_DISPLAY_REPLY_MODE", value_enum, default_value_t = Mode::Binary)]
     reply_mode: Mode,
 
+    /// Transform the reply's data by appending this text: to the string
+    /// field `message` of a JSON object (as Knative's sequence samples'
+    /// "appender" does), else to the raw data. A step of a Sequence.
+    #[arg(long, env = "EVENT_DISPLAY_REPLY_APPEND")]
+    reply_append: Option<String>,
+
+    /// Act as a Parallel branch filter: answer 200 with the received event
+    /// unchanged when its type is one of these (it passes), 200 with no
+    /// event otherwise (it is dropped). Repeat or comma-separate.
+    #[arg(
+        long,
+        env = "EVENT_DISPLAY_FILTER_TYPE",
+        value_delimiter = ',',
+        conflicts_with = "reply"
+    )]
+    filter_type: Vec<String>,
+
     /// Wait this long before answering (e.g. `500ms`, `2s`).
     #[arg(long, env = "EVENT_DISPLAY_DELAY", value_parser = humantime::parse_duration)]
     delay: Option<Duration>,
@@ -134,6 +151,20 @@ struct Sink {
     requests: AtomicU64,
 }
 
+/// `data` with `suffix` appended to its JSON `message` field when it is a
+/// JSON object holding one as a string, else to the bytes themselves.
+fn appended(data: &[u8], suffix: &str) -> Bytes {
+    if let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(data) {
+        if let Some(serde_json::Value::String(message)) = object.get_mut("message") {
+            message.push_str(suffix);
+            return Bytes::from(serde_json::Value::Object(object).to_string());
+        }
+    }
+    let mut out = data.to_vec();
+    out.extend_from_slice(suffix.as_bytes());
+    Bytes::from(out)
+}
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
@@ -141,6 +172,17 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 impl Sink {
+    /// `200` carrying `event` in the --reply-mode content mode.
+    fn answer_with(&self, event: &Event) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        let body = match self.cli.reply_mode {
+            Mode::Binary => encode_binary(event, response.headers_mut()),
+            Mode::Structured => encode_structured(event, response.headers_mut()),
+        };
+        *response.body_mut() = Full::new(body);
+        response
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() == Method::GET && req.uri().path() == "/healthz" {
             return text(StatusCode::OK, "ok\n");
@@ -182,6 +224,12 @@ impl Sink {
                 format!("failing request {n} of the first {}\n", self.cli.fail_first),
             );
         }
+        if !self.cli.filter_type.is_empty() {
+            if !self.cli.filter_type.contains(&event.ty) {
+                return text(StatusCode::OK, Bytes::new());
+            }
+            return self.answer_with(&event);
+        }
         if self.cli.reply {
             let mut reply = Event::new(
                 format!("{}-reply", event.id),
@@ -189,17 +237,14 @@ impl Sink {
                 self.cli.reply_type.clone(),
             );
             reply.datacontenttype = event.datacontenttype.clone();
-            reply.data = event.data.clone();
+            reply.data = match &self.cli.reply_append {
+                Some(suffix) => Some(appended(event.data.as_deref().unwrap_or_default(), suffix)),
+                None => event.data.clone(),
+            };
             reply
                 .extensions
                 .insert("replyto".into(), ExtensionValue::String(event.id.clone()));
-            let mut response = Response::new(Full::new(Bytes::new()));
-            let body = match self.cli.reply_mode {
-                Mode::Binary => encode_binary(&reply, response.headers_mut()),
-                Mode::Structured => encode_structured(&reply, response.headers_mut()),
-            };
-            *response.body_mut() = Full::new(body);
-            return response;
+            return self.answer_with(&reply);
         }
         let status = StatusCode::from_u16(self.cli.status).unwrap_or(StatusCode::ACCEPTED);
         let body = if status.is_client_error() || status.is_server_error() {
@@ -266,6 +311,21 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appends_to_the_message_field_or_the_raw_data() {
+        assert_eq!(
+            appended(br#"{"id":1,"message":"Hello"}"#, " - step 1"),
+            Bytes::from_static(br#"{"id":1,"message":"Hello - step 1"}"#)
+        );
+        assert_eq!(appended(b"plain", "-a"), Bytes::from_static(b"plain-a"));
+        assert_eq!(
+            appended(br#"{"message":3}"#, "!"),
+            Bytes::from_static(br#"{"message":3}!"#),
+            "a message that is not a string is left alone"
+        );
+        assert_eq!(appended(b"", "x"), Bytes::from_static(b"x"));
+    }
 
     #[test]
     fn prints_like_knative_event_display() {
