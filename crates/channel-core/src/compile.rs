@@ -77,6 +77,8 @@ pub struct Compiled {
     pub channel_dead_letters: BTreeMap<String, Url>,
     /// What each Sequence and Parallel became, for their status.
     pub flows: Vec<FlowPlan>,
+    /// The feature flags the manifests set (also in every contract).
+    pub features: crate::features::Features,
 }
 
 /// A stable uid for a resource without `metadata.uid`.
@@ -737,7 +739,8 @@ pub fn compile(m: &Manifests) -> Compiled {
     problems.extend(expansion.problems);
     problems.extend(flow_expansion.problems);
 
-    // 3. One contract per backend.
+    // 3. One contract per backend, each carrying the feature flags.
+    let features = crate::features::from_manifests(m, &mut problems);
     let mut contracts: BTreeMap<BackendKind, Contract> = BTreeMap::new();
     for channel in compiled {
         contracts
@@ -746,6 +749,7 @@ pub fn compile(m: &Manifests) -> Compiled {
                 generation: 0,
                 backend: Some(channel.backend),
                 channels: Vec::new(),
+                features: features.clone(),
             })
             .channels
             .push(channel);
@@ -755,6 +759,7 @@ pub fn compile(m: &Manifests) -> Compiled {
         problems,
         channel_dead_letters,
         flows: flow_expansion.plans,
+        features,
     }
 }
 

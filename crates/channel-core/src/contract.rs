@@ -72,6 +72,9 @@ pub struct Contract {
     pub backend: Option<BackendKind>,
     #[serde(default)]
     pub channels: Vec<ChannelContract>,
+    /// Knative feature flags the dispatcher follows (`config-features`).
+    #[serde(default, skip_serializing_if = "crate::features::Features::is_default")]
+    pub features: crate::features::Features,
 }
 
 impl Contract {
@@ -87,7 +90,9 @@ impl Contract {
 
     /// Whether two documents describe the same data plane (ignoring generation).
     pub fn same_content(&self, other: &Contract) -> bool {
-        self.backend == other.backend && self.channels == other.channels
+        self.backend == other.backend
+            && self.channels == other.channels
+            && self.features == other.features
     }
 }
 
@@ -430,6 +435,7 @@ mod tests {
                     },
                 }],
             }],
+            ..Default::default()
         };
         let json = c.to_json_pretty();
         assert_eq!(Contract::from_json(json.as_bytes()).unwrap(), c);

@@ -13,6 +13,7 @@
 //! * [`flows`]: Knative's Sequence and Parallel.
 //! * [`manifests`]: loading multi-document YAML from files and directories.
 //! * [`compile`]: turning manifests into the data-plane [`contract`].
+//! * [`features`]: Knative's `config-features` flags the data plane follows.
 //! * [`contract`]: the document the control plane hands to a dispatcher.
 //! * [`backend`]: the traits every backend (memory, Kafka, NATS) implements.
 //!
@@ -25,6 +26,7 @@ pub mod compile;
 pub mod contract;
 pub mod duration;
 pub mod event;
+pub mod features;
 pub mod flows;
 pub mod manifests;
 pub mod resources;

@@ -70,6 +70,17 @@ pub async fn handle<B>(dataplane: Arc<Dataplane>, req: Request<B>) -> Response<F
                 dataplane.metrics().encode(),
             )
         }
+        "/eventtypes" => match dataplane.event_types() {
+            Some(observed) => {
+                let body = serde_json::to_vec_pretty(&observed).unwrap_or_default();
+                respond(StatusCode::OK, "application/json", body)
+            }
+            None => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "EventType auto-creation is off: set eventtype-auto-create: enabled in ConfigMap knative-eventing/config-features\n",
+            ),
+        },
         "/status" => {
             let body = serde_json::to_vec_pretty(&dataplane.status()).unwrap_or_default();
             respond(StatusCode::OK, "application/json", body)
@@ -77,7 +88,7 @@ pub async fn handle<B>(dataplane: Arc<Dataplane>, req: Request<B>) -> Response<F
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /healthz /readyz /metrics /status\n",
+            "admin endpoints: /healthz /readyz /metrics /status /eventtypes\n",
         ),
     }
 }

@@ -29,6 +29,9 @@ pub struct Route {
     /// The route is the broker's ingress, not the channel's: events get the
     /// broker TTL.
     pub broker: bool,
+    /// Where ingress records `(type, source)` pairs, when EventType
+    /// auto-creation is on.
+    pub event_types: Option<Arc<crate::eventtypes::Seen>>,
 }
 
 /// Ingress lookup tables, swapped whole on every apply (readers never lock).
@@ -218,6 +221,8 @@ pub struct Dataplane {
     applied: tokio::sync::Mutex<Applied>,
     /// Snapshot for readers that must not wait for an apply in progress.
     status: Mutex<Status>,
+    /// EventType auto-registration (`eventtype-auto-create`).
+    event_types: Mutex<crate::eventtypes::Registry>,
 }
 
 impl Dataplane {
@@ -242,7 +247,15 @@ impl Dataplane {
             routes,
             applied: tokio::sync::Mutex::new(Applied::default()),
             status: Mutex::new(status),
+            event_types: Mutex::default(),
         }
+    }
+
+    /// The `(type, source)` pairs ingress recorded (EventType
+    /// auto-creation), `None` when the contract leaves it off.
+    pub fn event_types(&self) -> Option<Vec<crate::eventtypes::Observed>> {
+        let registry = self.event_types.lock().unwrap_or_else(|e| e.into_inner());
+        registry.enabled().then(|| registry.observed())
     }
 
     /// The local-route resolver for the delivery client.
@@ -524,6 +537,16 @@ impl Dataplane {
             .filter(|(_, m)| m.is_none())
             .map(|(c, _)| c.clone())
             .collect();
+        {
+            let live = routed
+                .iter()
+                .flat_map(|c| references(c).into_iter().flatten())
+                .collect();
+            self.event_types
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .configure(contract.features.eventtype_auto_create, &live);
+        }
         self.publish_routes(&routed);
 
         // 5. Changed subscriptions take their new settings without pausing.
@@ -626,6 +649,7 @@ impl Dataplane {
     fn publish_routes(&self, channels: &[Arc<ChannelContract>]) {
         let mut table = RouteTable::default();
         let current = self.routes.load();
+        let mut event_types = self.event_types.lock().unwrap_or_else(|e| e.into_inner());
         for channel in channels {
             // Keep metric handles of channels that stay.
             let metrics = current
@@ -633,10 +657,12 @@ impl Dataplane {
                 .get(&channel.ingress.path)
                 .map(|r| r.metrics.clone())
                 .unwrap_or_else(|| self.metrics.channel(&channel.namespace, &channel.name));
+            let [own, of_broker] = references(channel);
             let route = Arc::new(Route {
                 channel: channel.clone(),
                 metrics,
                 broker: false,
+                event_types: own.and_then(|r| event_types.route(r, &self.metrics)),
             });
             table
                 .by_path
@@ -652,6 +678,9 @@ impl Dataplane {
                     channel: channel.clone(),
                     metrics,
                     broker: true,
+                    event_types: of_broker
+                        .clone()
+                        .and_then(|r| event_types.route(r, &self.metrics)),
                 });
                 table
                     .by_path
@@ -744,6 +773,30 @@ impl Dataplane {
     }
 }
 
+/// The EventType references of a channel's routes: the channel itself (a
+/// broker's backing channel is not one: its events are the broker's) and
+/// the broker it backs.
+fn references(channel: &ChannelContract) -> [Option<crate::eventtypes::Reference>; 2] {
+    use crate::eventtypes::Reference;
+    let kind = channel_core::resources::ChannelKind::from_kind(&channel.kind);
+    let own = channel.broker.is_none().then(|| Reference {
+        api_version: kind
+            .and_then(|k| k.api_versions().first().copied())
+            .unwrap_or("messaging.knative.dev/v1")
+            .to_owned(),
+        kind: channel.kind.clone(),
+        namespace: channel.namespace.clone(),
+        name: channel.name.clone(),
+    });
+    let broker = channel.broker.as_ref().map(|b| Reference {
+        api_version: "eventing.knative.dev/v1".to_owned(),
+        kind: "Broker".to_owned(),
+        namespace: channel.namespace.clone(),
+        name: b.name.clone(),
+    });
+    [own, broker]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,6 +826,7 @@ mod tests {
                 metrics: metrics.channel(&c.namespace, &c.name),
                 channel: c.clone(),
                 broker: false,
+                event_types: None,
             });
             table.by_path.insert(c.ingress.path.clone(), route.clone());
             table.by_host.insert(c.ingress.host.clone(), route);

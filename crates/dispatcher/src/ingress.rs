@@ -97,7 +97,14 @@ impl Ingress {
             );
         };
         drop(routes);
-        let response = self.accept(route.channel.clone(), route.broker, req).await;
+        let response = self
+            .accept(
+                route.channel.clone(),
+                route.broker,
+                route.event_types.as_deref(),
+                req,
+            )
+            .await;
         route.metrics.received(response.status().as_u16());
         response
     }
@@ -106,6 +113,7 @@ impl Ingress {
         &self,
         channel: Arc<channel_core::ChannelContract>,
         broker: bool,
+        event_types: Option<&crate::eventtypes::Seen>,
         req: Request<B>,
     ) -> Response<Full<Bytes>>
     where
@@ -186,8 +194,15 @@ impl Ingress {
         } else {
             tracing::Span::none()
         };
+        // Only an event stored registers its type (auto-creation is on).
+        let pair = event_types.map(|_| (event.ty.clone(), event.source.clone()));
         match self.backend.persist(&channel, event).instrument(span).await {
-            Ok(()) => respond(StatusCode::ACCEPTED, Bytes::new()),
+            Ok(()) => {
+                if let (Some(seen), Some((ty, source))) = (event_types, pair) {
+                    seen.record(&ty, &source);
+                }
+                respond(StatusCode::ACCEPTED, Bytes::new())
+            }
             Err(e) => {
                 let (status, default_retry) = match e.kind {
                     PersistErrorKind::Full => (StatusCode::TOO_MANY_REQUESTS, Some(1)),
@@ -319,6 +334,7 @@ mod tests {
                 subscriptions: vec![],
                 broker: None,
             }],
+            ..Default::default()
         };
         dp.apply(contract, vec![]).await;
         (

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod config;
 pub mod dataplane;
 pub mod delivery;
+pub mod eventtypes;
 pub mod ingress;
 pub mod metrics;
 pub mod server;

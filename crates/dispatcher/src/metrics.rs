@@ -126,6 +126,14 @@ pub struct Metrics {
     replies: Family<SubscriptionLabels, Counter>,
     queue_depth: Family<SubscriptionLabels, Gauge>,
     generation: Gauge,
+    eventtype_refused: Family<ReferenceLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReferenceLabels {
+    namespace: String,
+    kind: String,
+    name: String,
 }
 
 /// Counters for one channel's ingress.
@@ -205,6 +213,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The refused-pairs counter of one broker or channel (EventType
+    /// auto-creation).
+    pub fn eventtype_refused(&self, namespace: &str, kind: &str, name: &str) -> Counter {
+        self.eventtype_refused
+            .get_or_create(&ReferenceLabels {
+                namespace: namespace.to_owned(),
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+            })
+            .clone()
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("kn_channel");
         let received = Family::<ChannelStatusLabels, Counter>::default();
@@ -284,7 +304,14 @@ impl Metrics {
             "Generation of the data-plane contract applied",
             generation.clone(),
         );
+        let eventtype_refused = Family::<ReferenceLabels, Counter>::default();
+        registry.register(
+            "eventtype_autocreate_refused",
+            "New (type, source) pairs not registered because their broker or channel holds the maximum (eventtype-auto-create-max-per-reference)",
+            eventtype_refused.clone(),
+        );
         Metrics {
+            eventtype_refused,
             registry,
             received,
             broker_received,

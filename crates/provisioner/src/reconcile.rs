@@ -96,6 +96,8 @@ pub struct Plan {
     /// What each Sequence and Parallel became (their status is computed
     /// from their generated channels and subscriptions).
     pub flows: Vec<FlowPlan>,
+    /// Knative feature flags (`config-features`), written into every contract.
+    pub features: channel_core::features::Features,
 }
 
 impl Plan {
@@ -191,6 +193,7 @@ pub fn plan(
         channels,
         problems,
         flows: compiled.flows,
+        features: compiled.features,
     }
 }
 

@@ -303,6 +303,7 @@ impl Reconciler {
                 generation: old.map(|c| c.generation).unwrap_or(0),
                 backend: Some(backend),
                 channels,
+                features: plan.features.clone(),
             };
             let path = contract_path(&self.args.contracts_dir, backend);
             let unchanged = old.is_some_and(|o| o.same_content(&next)) && path.exists();
@@ -532,6 +533,7 @@ mod tests {
             generation: 1,
             backend: Some(BackendKind::Nats),
             channels: Vec::new(),
+            ..Default::default()
         };
         write_atomically(&path, &c).unwrap();
         c.generation = 2;

@@ -1534,6 +1534,7 @@ impl Controller {
                 generation: old.map(|c| c.generation).unwrap_or(0),
                 backend: Some(backend),
                 channels,
+                features: plan.features.clone(),
             };
             let same = old.is_some_and(|o| o.same_content(&next));
             if same && present.contains(&backend) {

@@ -1,0 +1,209 @@
+//! Knative's feature flags (the `config-features` ConfigMap in the
+//! `knative-eventing` namespace) that the data plane acts on, carried in the
+//! contract so that every dispatcher follows the control plane's setting.
+//!
+//! Today one flag matters to dispatchers: `eventtype-auto-create`. When it
+//! is `enabled`, broker and channel ingress record the `(type, source)`
+//! pairs of the events they accept, and the control plane turns them into
+//! EventTypes of the registry. A producer sending random types must not grow
+//! the registry without bound: at most `max_per_reference` pairs are kept
+//! per broker or channel (this project's key
+//! `eventtype-auto-create-max-per-reference` in the same ConfigMap, default
+//! [`DEFAULT_MAX_PER_REFERENCE`]); the rest are counted and logged, never
+//! recorded.
+
+use crate::compile::Problem;
+use crate::manifests::Manifests;
+use serde::{Deserialize, Serialize};
+
+/// Namespace and name of Knative's feature ConfigMap.
+pub const CONFIG_FEATURES: (&str, &str) = ("knative-eventing", "config-features");
+/// The flag turning EventType auto-creation on (`enabled`) or off.
+pub const EVENTTYPE_AUTO_CREATE: &str = "eventtype-auto-create";
+/// This project's bound on auto-created EventTypes per broker or channel.
+pub const EVENTTYPE_MAX_PER_REFERENCE: &str = "eventtype-auto-create-max-per-reference";
+/// Default of [`EVENTTYPE_MAX_PER_REFERENCE`].
+pub const DEFAULT_MAX_PER_REFERENCE: u32 = 100;
+
+/// The flags a dispatcher follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Features {
+    /// Set when `eventtype-auto-create` is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventtype_auto_create: Option<EventTypeAutoCreate>,
+}
+
+impl Features {
+    pub fn is_default(&self) -> bool {
+        *self == Features::default()
+    }
+}
+
+/// EventType auto-creation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventTypeAutoCreate {
+    /// At most this many `(type, source)` pairs per broker or channel.
+    pub max_per_reference: u32,
+}
+
+/// The flags the manifests set, with a problem for a value that cannot be
+/// understood (the flag then stays off: the safe reading).
+pub fn from_manifests(manifests: &Manifests, problems: &mut Vec<Problem>) -> Features {
+    let (namespace, name) = CONFIG_FEATURES;
+    let Some(map) = manifests
+        .config_maps
+        .iter()
+        .find(|m| m.metadata.name == name && m.metadata.namespace.as_deref() == Some(namespace))
+    else {
+        return Features::default();
+    };
+    let mut problem = |message: String| {
+        problems.push(Problem {
+            kind: "ConfigMap".into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            reason: "InvalidFeatureFlag".into(),
+            message,
+        })
+    };
+    let enabled = match map.data.get(EVENTTYPE_AUTO_CREATE).map(|v| v.trim()) {
+        None | Some("disabled") => false,
+        Some("enabled") => true,
+        Some(other) => {
+            problem(format!(
+                "data.{EVENTTYPE_AUTO_CREATE}: {other:?} is neither \"enabled\" nor \"disabled\"; auto-creation stays off"
+            ));
+            false
+        }
+    };
+    if !enabled {
+        return Features::default();
+    }
+    let max = match map.data.get(EVENTTYPE_MAX_PER_REFERENCE).map(|v| v.trim()) {
+        None => DEFAULT_MAX_PER_REFERENCE,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                problem(format!(
+                    "data.{EVENTTYPE_MAX_PER_REFERENCE}: {v:?} is not a positive number; using {DEFAULT_MAX_PER_REFERENCE}"
+                ));
+                DEFAULT_MAX_PER_REFERENCE
+            }
+        },
+    };
+    Features {
+        eventtype_auto_create: Some(EventTypeAutoCreate {
+            max_per_reference: max,
+        }),
+    }
+}
+
+/// The name of the EventType auto-created for `(ty, source)` on the
+/// broker or channel `reference_name`: stable across restarts and
+/// processes (the control plane and every dispatcher agree on it), a valid
+/// Kubernetes name, and distinct for distinct pairs.
+pub fn auto_event_type_name(
+    reference_kind: &str,
+    reference_name: &str,
+    ty: &str,
+    source: &str,
+) -> String {
+    // FNV-1a, 64 bits, over kind, name, type and source separated by NUL.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [reference_kind, reference_name, ty, source] {
+        for byte in part.bytes().chain(std::iter::once(0)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    let prefix: String = reference_name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    let prefix = prefix.trim_matches('-');
+    if prefix.is_empty() {
+        format!("et-{hash:016x}")
+    } else {
+        format!("et-{prefix}-{hash:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifests::load_str;
+
+    fn features(yaml: &str) -> (Features, Vec<Problem>) {
+        let m = load_str("t.yaml", yaml).expect("loads");
+        let mut problems = Vec::new();
+        (from_manifests(&m, &mut problems), problems)
+    }
+
+    #[test]
+    fn knatives_config_features_turns_auto_creation_on() {
+        let (f, p) = features("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-eventing}\ndata: {eventtype-auto-create: enabled}\n");
+        assert!(p.is_empty());
+        assert_eq!(
+            f.eventtype_auto_create,
+            Some(EventTypeAutoCreate {
+                max_per_reference: DEFAULT_MAX_PER_REFERENCE
+            })
+        );
+        let (f, _) = features("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-eventing}\ndata: {eventtype-auto-create: enabled, eventtype-auto-create-max-per-reference: \"3\"}\n");
+        assert_eq!(
+            f.eventtype_auto_create.map(|a| a.max_per_reference),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn off_unless_enabled_and_bad_values_are_problems() {
+        assert!(features("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other, namespace: knative-eventing}\ndata: {eventtype-auto-create: enabled}\n").0.is_default());
+        assert!(features("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-eventing}\ndata: {eventtype-auto-create: disabled}\n").0.is_default());
+        let (f, p) = features("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-eventing}\ndata: {eventtype-auto-create: yes please}\n");
+        assert!(f.is_default());
+        assert_eq!(p.len(), 1);
+        assert!(p[0].message.contains("data.eventtype-auto-create"), "{p:?}");
+        let (f, p) = features("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-eventing}\ndata: {eventtype-auto-create: enabled, eventtype-auto-create-max-per-reference: \"-1\"}\n");
+        assert_eq!(
+            f.eventtype_auto_create.map(|a| a.max_per_reference),
+            Some(DEFAULT_MAX_PER_REFERENCE)
+        );
+        assert!(p[0].message.contains(EVENTTYPE_MAX_PER_REFERENCE), "{p:?}");
+    }
+
+    #[test]
+    fn auto_names_are_stable_valid_and_distinct() {
+        let a = auto_event_type_name("Broker", "default", "shop.order", "/shop");
+        assert_eq!(
+            a,
+            auto_event_type_name("Broker", "default", "shop.order", "/shop")
+        );
+        assert!(a.starts_with("et-default-"), "{a}");
+        assert!(a.len() <= 63);
+        assert_ne!(
+            a,
+            auto_event_type_name("Broker", "default", "shop.order", "/shop/eu")
+        );
+        assert_ne!(
+            a,
+            auto_event_type_name("Broker", "default", "shop.orde", "r/shop")
+        );
+        assert_ne!(
+            a,
+            auto_event_type_name("InMemoryChannel", "default", "shop.order", "/shop")
+        );
+        let long = auto_event_type_name("Broker", &"X".repeat(300), "t", "s");
+        assert!(
+            long.len() <= 63
+                && long
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{long}"
+        );
+    }
+}
