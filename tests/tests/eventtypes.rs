@@ -128,3 +128,145 @@ async fn ingress_registers_each_type_and_source_once_and_stops_at_the_bound() {
     }
     assert!(off, "GET /eventtypes answers 404 once auto-creation is off");
 }
+
+/// Standalone: the provisioner lists declared EventTypes with their
+/// readiness, creates EventTypes from broker traffic (bounded), persists
+/// them beside its contracts, and prints the registry as a table and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_registry_from_manifests_and_traffic() {
+    use tests::provisioner::{Provisioner, Slot};
+    let slot = Slot::new();
+    let manifests = format!(
+        "{}{}---\napiVersion: eventing.knative.dev/v1beta2\nkind: EventType\nmetadata: {{name: order, namespace: shop}}\nspec:\n  type: shop.order\n  source: /shop\n  schema: https://example.com/order.json\n  description: An order was placed\n  reference: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}\n---\napiVersion: eventing.knative.dev/v1beta1\nkind: EventType\nmetadata: {{name: nowhere, namespace: shop}}\nspec: {{type: lost.event, broker: gone}}\n",
+        FEATURES.replace("\"3\"", "\"2\""),
+        BROKER_AND_CHANNEL
+    );
+    let args = [
+        format!("--dispatcher-url=inmemory=http://{}", slot.ingress),
+        format!("--dispatcher-admin=inmemory=http://{}", slot.admin),
+    ];
+    let p = Provisioner::start(&manifests, &args).await;
+    assert!(
+        tests::eventually(Duration::from_secs(30), || p.contract("inmemory").exists()).await,
+        "no contract; log:\n{}",
+        p.log()
+    );
+    let d = slot.start(
+        tests::bin_dir().join("inmemory-dispatcher"),
+        Vec::new(),
+        p.contract("inmemory"),
+    );
+    // Declared: the one whose broker exists is Ready, the other says why not.
+    let ready = p
+        .wait_resource(
+            "EventType",
+            "order",
+            Duration::from_secs(30),
+            "Ready",
+            tests::provisioner::is_ready,
+        )
+        .await
+        .expect("listed");
+    assert_eq!(ready["kind"], "EventType");
+    let lost = p
+        .wait_resource(
+            "EventType",
+            "nowhere",
+            Duration::from_secs(30),
+            "listed",
+            |r| r.is_some(),
+        )
+        .await
+        .expect("listed");
+    assert_eq!(lost["ready"], "False");
+    assert_eq!(lost["reason"], "ReferenceNotFound");
+
+    p.wait_resource(
+        "Broker",
+        "default",
+        Duration::from_secs(30),
+        "Ready",
+        tests::provisioner::is_ready,
+    )
+    .await;
+    // Traffic: the declared pair and three new ones. The bound (2 pairs
+    // per reference, as ingress saw them) keeps shop.order and shop.refund;
+    // shop.order is declared, so one EventType is auto-created.
+    let broker = format!("http://{}/brokers/shop/default", slot.ingress);
+    for (id, ty) in [
+        ("1", "shop.order"),
+        ("2", "shop.refund"),
+        ("3", "shop.return"),
+        ("4", "shop.gift"),
+    ] {
+        let mut e = event(id);
+        e.ty = ty.into();
+        e.source = "/shop".into();
+        let mut accepted = false;
+        for _ in 0..50 {
+            if d.client().post_binary(&broker, &e).await.0 == StatusCode::ACCEPTED {
+                accepted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(accepted, "event {id} accepted");
+    }
+    let client = tests::HttpClient::new();
+    let mut list = serde_json::Value::Null;
+    for _ in 0..300 {
+        if let Ok((_, body)) = client.get(&p.url("/eventtypes")).await {
+            list = serde_json::from_slice(&body).unwrap_or_default();
+            if list.as_array().is_some_and(|a| a.len() == 3) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("4 EventTypes: {list:#}\nlog:\n{}", p.log()));
+    let auto: Vec<&serde_json::Value> = items
+        .iter()
+        .filter(|e| e["metadata"]["labels"]["eventing.knative.dev/auto-created"] == "true")
+        .collect();
+    assert_eq!(auto.len(), 1, "{list:#}");
+    assert_eq!(auto[0]["spec"]["type"], "shop.refund", "{list:#}");
+    for e in &auto {
+        assert_eq!(e["spec"]["reference"]["kind"], "Broker");
+        assert_eq!(e["spec"]["source"], "/shop");
+        assert_eq!(e["status"]["conditions"][1]["status"], "True", "{e}");
+    }
+
+    let out = std::process::Command::new(tests::provisioner::provisioner_bin())
+        .args(["eventtypes", "--url", &p.url("")])
+        .output()
+        .expect("provisioner eventtypes runs");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{table}");
+    assert!(table.starts_with("NAMESPACE"), "{table}");
+    assert!(table.contains("https://example.com/order.json"), "{table}");
+    assert!(table.contains("ReferenceNotFound"), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(
+        !table.contains("shop.gift") && !table.contains("shop.return"),
+        "{table}"
+    );
+    let out = std::process::Command::new(tests::provisioner::provisioner_bin())
+        .args(["eventtypes", "--url", &p.url(""), "-o", "json"])
+        .output()
+        .expect("provisioner eventtypes runs");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json.as_array().map(Vec::len), Some(3));
+
+    // Persisted beside the contracts.
+    let saved =
+        std::fs::read_to_string(p.dir.path().join("contracts/eventtypes.json")).expect("persisted");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&saved)
+            .expect("json")
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}

@@ -11,6 +11,7 @@
 //! * [`broker`]: Knative's Broker and Trigger (and the ConfigMap a broker
 //!   takes its channel template from), v1 and the seeds' v1alpha1 forms.
 //! * [`flows`]: Knative's Sequence and Parallel.
+//! * [`eventtype`]: the event registry's EventType.
 //! * [`manifests`]: loading multi-document YAML from files and directories.
 //! * [`compile`]: turning manifests into the data-plane [`contract`].
 //! * [`features`]: Knative's `config-features` flags the data plane follows.
@@ -26,6 +27,7 @@ pub mod compile;
 pub mod contract;
 pub mod duration;
 pub mod event;
+pub mod eventtype;
 pub mod features;
 pub mod flows;
 pub mod manifests;

@@ -16,6 +16,7 @@
 //! ```
 
 use crate::broker::{Broker, BrokerSpec, ConfigMapResource, Trigger, TriggerSpec};
+use crate::eventtype::{EventType, EventTypeSpecAny, EVENTTYPE_VERSIONS};
 use crate::flows::{Parallel, ParallelSpec, Sequence, SequenceSpec, FLOWS_VERSIONS};
 use crate::resources::{
     ChannelKind, ChannelResource, ChannelSpec, ClusterChannelProvisioner, DeliverySpec, FieldError,
@@ -37,6 +38,8 @@ pub struct Manifests {
     /// ConfigMaps (a broker's `spec.config` names one).
     pub config_maps: Vec<ConfigMapResource>,
     pub sequences: Vec<Sequence>,
+    /// The event registry (`EventType`).
+    pub event_types: Vec<EventType>,
     pub parallels: Vec<Parallel>,
     /// Documents that were skipped, and why.
     pub warnings: Vec<String>,
@@ -351,6 +354,16 @@ impl Loader {
             require_name(doc, &what, &parallel.metadata)?;
             parallel.validate().map_err(|e| doc.field(&what, e))?;
             self.manifests.parallels.push(parallel);
+        } else if kind == "EventType" && group_ok(EVENTTYPE_VERSIONS) {
+            note(self)?;
+            let env: EnvelopeOpt<EventTypeSpecAny> = doc.parse(&what, value)?;
+            let event_type = EventType {
+                metadata: env.metadata,
+                spec: env.spec.unwrap_or_default().into_spec(),
+            };
+            require_name(doc, &what, &event_type.metadata)?;
+            event_type.validate().map_err(|e| doc.field(&what, e))?;
+            self.manifests.event_types.push(event_type);
         } else if kind == "ConfigMap" && api_version == "v1" {
             note(self)?;
             let cm: ConfigMapDoc = doc.parse(&what, value)?;

@@ -21,6 +21,7 @@ pub mod cycle;
 pub mod kubernetes;
 pub mod provision;
 pub mod reconcile;
+pub mod registry;
 pub mod standalone;
 pub mod status;
 pub mod table;

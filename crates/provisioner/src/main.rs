@@ -32,6 +32,10 @@ enum Command {
     /// Print the status of every channel and subscription, from a running
     /// provisioner.
     Status(StatusArgs),
+    /// Print the event registry (EventTypes: which events can be
+    /// subscribed to from which broker or channel), from a running
+    /// provisioner.
+    Eventtypes(StatusArgs),
     /// Run the control plane as a Kubernetes controller (in a cluster, or
     /// against the cluster of KUBECONFIG).
     Controller(Box<provisioner::kubernetes::run::ControllerArgs>),
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Command::Status(args) => runtime.block_on(provisioner::table::run(args)),
+        Command::Eventtypes(args) => runtime.block_on(provisioner::table::run_event_types(args)),
         Command::Crds => {
             print!("{}", provisioner::kubernetes::crd::crds_yaml()?);
             Ok(())

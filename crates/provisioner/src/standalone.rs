@@ -5,7 +5,10 @@
 //! is due, writes one contract per backend to `--contracts-dir` when its
 //! content changed, deletes the backing resources of removed channels,
 //! polls each dispatcher's `/status`, and recomputes every resource's
-//! Knative status, served on `--listen` as `GET /status`.
+//! Knative status, served on `--listen` as `GET /status`. The event
+//! registry (declared EventTypes, and those auto-created from what the
+//! dispatchers' ingress saw when `eventtype-auto-create` is on, persisted in
+//! `eventtypes.json` beside the contracts) is served as `GET /eventtypes`.
 //!
 //! Contracts are written atomically (a temporary file in the same directory,
 //! fsync, rename), so a dispatcher polling the file never reads half a
@@ -141,6 +144,9 @@ pub struct StatusReport {
     /// in effect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The event registry, served as `GET /eventtypes`.
+    #[serde(default, skip)]
+    pub event_types: Vec<crate::registry::EventTypeObject>,
 }
 
 /// The path of a backend's contract in `dir`.
@@ -207,6 +213,8 @@ struct Reconciler {
     /// The contracts on disk, by backend.
     written: BTreeMap<BackendKind, Contract>,
     report: Arc<Mutex<StatusReport>>,
+    /// Auto-created EventTypes.
+    auto_event_types: crate::registry::AutoRegistry,
 }
 
 impl Reconciler {
@@ -233,6 +241,54 @@ impl Reconciler {
             out.insert(*backend, url.clone());
         }
         out.into_iter().map(|(b, u)| (b, as_base(u))).collect()
+    }
+
+    /// The registry: declared EventTypes, and auto-created ones taken from
+    /// the dispatchers when `eventtype-auto-create` is on.
+    async fn registry(
+        &mut self,
+        plan: &crate::reconcile::Plan,
+        manifests: &Manifests,
+    ) -> Vec<crate::registry::EventTypeObject> {
+        let settings = plan.features.eventtype_auto_create;
+        let mut observed = Vec::new();
+        if settings.is_some() {
+            for admin in self.dispatcher_urls(true).values() {
+                match crate::cycle::get_json::<Vec<dispatcher::eventtypes::Observed>>(
+                    &self.client,
+                    admin,
+                    "eventtypes",
+                    "the EventTypes a dispatcher observed",
+                    std::time::Duration::from_secs(2),
+                )
+                .await
+                {
+                    Ok(list) => observed.extend(list),
+                    Err(e) => {
+                        tracing::debug!(dispatcher = %admin, error = %e, "no EventTypes from this dispatcher")
+                    }
+                }
+            }
+        }
+        let exists = |o: &dispatcher::eventtypes::Observed| {
+            crate::registry::reference_exists(
+                plan,
+                &o.namespace,
+                &channel_core::resources::KReference {
+                    api_version: None,
+                    kind: o.reference.kind.clone(),
+                    name: o.reference.name.clone(),
+                    namespace: None,
+                    group: None,
+                },
+            )
+        };
+        self.auto_event_types.update(
+            observed,
+            settings.map(|s| s.max_per_reference as usize),
+            exists,
+        );
+        crate::registry::objects(plan, &manifests.event_types, &self.auto_event_types)
     }
 
     fn reload_if_changed(&mut self) {
@@ -356,6 +412,8 @@ impl Reconciler {
             obs.dispatchers.insert(backend, observation);
         }
         let mut resources = status::compute(&plan, &obs);
+        let event_types = self.registry(&plan, &manifests).await;
+        resources.extend(event_types.iter().map(|e| e.row()));
         let now_text = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
         status::stamp_transitions(&report.resources, &mut resources, &now_text);
@@ -378,6 +436,7 @@ impl Reconciler {
                 .collect(),
             warnings: manifests.warnings.clone(),
             last_error: self.last_error.clone(),
+            event_types,
         };
     }
 }
@@ -438,6 +497,13 @@ async fn handle(
             };
             respond(StatusCode::OK, "application/json", body)
         }
+        "/eventtypes" => {
+            let body = {
+                let report = report.lock().unwrap_or_else(|e| e.into_inner());
+                serde_json::to_vec_pretty(&report.event_types).unwrap_or_default()
+            };
+            respond(StatusCode::OK, "application/json", body)
+        }
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
             let ready = report.lock().unwrap_or_else(|e| e.into_inner()).reconciled;
@@ -454,7 +520,7 @@ async fn handle(
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /status, /healthz or /readyz\n",
+            "not found: try /status, /eventtypes, /healthz or /readyz\n",
         ),
     }
 }
@@ -490,6 +556,9 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         last_error: None,
         written: read_contracts(&args.contracts_dir),
         report,
+        auto_event_types: crate::registry::AutoRegistry::load(
+            &args.contracts_dir.join("eventtypes.json"),
+        ),
         args,
     };
     let mut tick = tokio::time::interval(reconciler.args.watch_interval);
