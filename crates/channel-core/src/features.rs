@@ -184,6 +184,11 @@ mod tests {
             auto_event_type_name("Broker", "default", "shop.order", "/shop")
         );
         assert!(a.starts_with("et-default-"), "{a}");
+        // The README's registry walk-through shows this name.
+        assert_eq!(
+            auto_event_type_name("Broker", "default", "shop.order.created", "/shop/us"),
+            "et-default-3d22a250bd91bfe5"
+        );
         assert!(a.len() <= 63);
         assert_ne!(
             a,

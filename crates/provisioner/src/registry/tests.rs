@@ -101,7 +101,7 @@ fn declared_event_types_are_ready_when_their_reference_exists() {
     let json = serde_json::to_value(&objects[1]).expect("json");
     assert_eq!(json["apiVersion"], "eventing.knative.dev/v1beta2");
     assert_eq!(json["kind"], "EventType");
-    assert_eq!(json["spec"]["type"].is_string(), true);
+    assert!(json["spec"]["type"].is_string());
 }
 
 #[test]
