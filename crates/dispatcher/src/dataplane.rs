@@ -379,6 +379,30 @@ impl Dataplane {
             desired.insert(channel.uid.clone(), Arc::new(channel));
         }
 
+        // 0. When this contract only removes channels (a Sequence step
+        //    deleted), subscriptions that stay take their new settings
+        //    before anything is unrouted, so none replies into a channel
+        //    that stops being served. When it also adds channels, they are
+        //    updated after the new ones are routed (5.).
+        let adds_channels = desired
+            .keys()
+            .any(|uid| !applied.channels.contains_key(uid));
+        if !adds_channels {
+            for channel in desired.values() {
+                for sub in &channel.subscriptions {
+                    let key = (channel.uid.clone(), sub.uid.clone());
+                    if let Some(worker) = applied.workers.get(&key) {
+                        if **worker.config.borrow() != *sub
+                            && crate::delivery::trigger::check(sub).is_ok()
+                        {
+                            tracing::info!(subscription = %sub.key(), "subscription updated");
+                            worker.config.send_replace(Arc::new(sub.clone()));
+                        }
+                    }
+                }
+            }
+        }
+
         // 1. Removed channels: unroute, stop their workers, release resources.
         let removed: Vec<String> = applied
             .channels
