@@ -249,6 +249,44 @@ spec:
         .expect_err("reference without name")
         .to_string();
         assert!(e.contains("spec.reference"), "{e}");
+        let e = load_str(
+            "et.yaml",
+            "apiVersion: eventing.knative.dev/v1beta2\nkind: EventType\nmetadata: {name: t, namespace: default}\nspec: {type: a, schema: [1]}\n",
+        )
+        .expect_err("schema is a string")
+        .to_string();
+        assert!(
+            e.contains("et.yaml") && e.contains("EventType default/t") && e.contains("spec.schema"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        use super::{EventType, EventTypeSpec};
+        use crate::resources::KReference;
+        let mut e = EventType {
+            metadata: crate::resources::ObjectMeta {
+                name: "t".into(),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: EventTypeSpec {
+                type_: " ".into(),
+                ..EventTypeSpec::default()
+            },
+        };
+        assert_eq!(e.validate().expect_err("blank type").path, "spec.type");
+        e.spec.type_ = "dev.knative.source.github.push".into();
+        assert!(e.validate().is_ok(), "no reference is allowed");
+        e.spec.reference = Some(KReference {
+            api_version: None,
+            kind: String::new(),
+            name: "default".into(),
+            namespace: None,
+            group: None,
+        });
+        assert_eq!(e.validate().expect_err("no kind").path, "spec.reference");
     }
 
     proptest! {

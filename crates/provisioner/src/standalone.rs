@@ -473,10 +473,8 @@ fn log_transitions(old: &[ResourceStatus], new: &[ResourceStatus]) {
     }
 }
 
-async fn handle(
-    report: Arc<Mutex<StatusReport>>,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Full<Bytes>> {
+/// Answer one request to the status server (only method and path matter).
+async fn handle<B>(report: Arc<Mutex<StatusReport>>, req: Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -618,5 +616,94 @@ mod tests {
             vec!["nats.json".to_owned()],
             "no temporary left behind"
         );
+    }
+
+    async fn get(report: &Arc<Mutex<StatusReport>>, path: &str) -> (StatusCode, String) {
+        use http_body_util::BodyExt as _;
+        let req = Request::get(path).body(()).expect("request");
+        let response = handle(report.clone(), req).await;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn eventtypes_are_served_as_knatives_objects() {
+        let manifests = channel_core::manifests::load_str(
+            "registry.yaml",
+            r#"apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default, namespace: default}
+---
+apiVersion: eventing.knative.dev/v1beta2
+kind: EventType
+metadata: {name: github-push, namespace: default}
+spec:
+  type: dev.knative.source.github.push
+  source: https://github.com/knative/eventing
+  reference: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}
+---
+apiVersion: eventing.knative.dev/v1beta2
+kind: EventType
+metadata: {name: lost, namespace: default}
+spec:
+  type: lost.event
+  reference: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: gone}
+"#,
+        )
+        .expect("manifests");
+        let p = plan(&manifests, &BTreeMap::new(), &Addressing::default());
+        let event_types = crate::registry::objects(
+            &p,
+            &manifests.event_types,
+            &crate::registry::AutoRegistry::default(),
+        );
+        let report = Arc::new(Mutex::new(StatusReport {
+            event_types,
+            ..StatusReport::default()
+        }));
+
+        let (status, body) = get(&report, "/eventtypes").await;
+        assert_eq!(status, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            json[0],
+            serde_json::json!({
+                "apiVersion": "eventing.knative.dev/v1beta2",
+                "kind": "EventType",
+                "metadata": {"name": "github-push", "namespace": "default"},
+                "spec": {
+                    "type": "dev.knative.source.github.push",
+                    "source": "https://github.com/knative/eventing",
+                    "reference": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}
+                },
+                "status": {"conditions": [
+                    {"type": "ReferenceExists", "status": "True"},
+                    {"type": "Ready", "status": "True"}
+                ]}
+            }),
+            "{body}"
+        );
+        assert_eq!(json[1]["metadata"]["name"], "lost");
+        assert_eq!(
+            json[1]["status"]["conditions"][1]["reason"],
+            "ReferenceNotFound"
+        );
+        assert_eq!(
+            json[1]["status"]["conditions"][1]["message"],
+            "spec.reference: Broker default/gone does not exist"
+        );
+        // The registry is not repeated in /status.
+        let (_, status_body) = get(&report, "/status").await;
+        assert!(!status_body.contains("eventTypes"), "{status_body}");
+
+        let (status, body) = get(&report, "/nothing").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("/eventtypes"), "{body}");
     }
 }
