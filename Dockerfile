@@ -5,8 +5,10 @@
 #   docker build --target nats-dispatcher     -t knative-rs/nats-dispatcher .
 #   docker build --target provisioner         -t knative-rs/provisioner .
 #   docker build --target event-display       -t knative-rs/event-display .
+#   docker build --target source-adapter      -t knative-rs/source-adapter .
 #
-# One builder stage compiles the whole workspace once (release, fat LTO);
+# One builder stage compiles the whole workspace once (profile production:
+# fat LTO, one codegen unit);
 # each final image is Debian slim with only the C libraries the binaries
 # link (OpenSSL for rdkafka's TLS/SASL), one binary, and a non-root user.
 #
@@ -71,6 +73,13 @@ ENV KN_CHANNEL_LOG_FORMAT=json
 EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/provisioner"]
 
+FROM runtime AS source-adapter-prebuilt
+COPY source-adapter /usr/local/bin/
+COPY heartbeats /usr/local/bin/
+ENV KN_SOURCE_LOG_FORMAT=json
+EXPOSE 9091
+ENTRYPOINT ["/usr/local/bin/source-adapter"]
+
 FROM runtime AS event-display-prebuilt
 COPY event-display /usr/local/bin/
 EXPOSE 8080
@@ -86,12 +95,13 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
-      -p channel-inmemory -p channel-kafka -p channel-nats -p provisioner -p event-display \
+    cargo build --profile production --locked \
+      -p channel-inmemory -p channel-kafka -p channel-nats -p provisioner -p event-display -p sources \
  && mkdir -p /out \
- && cp target/release/inmemory-dispatcher target/release/kafka-dispatcher \
-       target/release/nats-dispatcher target/release/provisioner \
-       target/release/event-display /out/
+ && cp target/production/inmemory-dispatcher target/production/kafka-dispatcher \
+       target/production/nats-dispatcher target/production/provisioner \
+       target/production/event-display target/production/source-adapter \
+       target/production/heartbeats /out/
 
 FROM runtime AS inmemory-dispatcher
 COPY --from=builder /out/inmemory-dispatcher /usr/local/bin/
@@ -120,6 +130,13 @@ COPY --from=builder /out/provisioner /usr/local/bin/
 ENV KN_CHANNEL_LOG_FORMAT=json
 EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/provisioner"]
+
+FROM runtime AS source-adapter
+COPY --from=builder /out/source-adapter /usr/local/bin/
+COPY --from=builder /out/heartbeats /usr/local/bin/
+ENV KN_SOURCE_LOG_FORMAT=json
+EXPOSE 9091
+ENTRYPOINT ["/usr/local/bin/source-adapter"]
 
 FROM runtime AS event-display
 COPY --from=builder /out/event-display /usr/local/bin/

@@ -32,9 +32,9 @@ while (($#)); do
 done
 
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install -y nginx" >&2; exit 1; }
-cargo build --release --quiet -p loadgen -p "channel-$BACKEND"
+cargo build --profile production --quiet -p loadgen -p "channel-$BACKEND"
 # Where cargo put them (it honours CARGO_TARGET_DIR).
-BIN=${CARGO_TARGET_DIR:-target}/release
+BIN=${CARGO_TARGET_DIR:-target}/production
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -29,8 +29,8 @@ done
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install -y nginx" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
 
-cargo build --release --quiet -p loadgen -p channel-inmemory
-BIN=target/release
+cargo build --profile production --quiet -p loadgen -p channel-inmemory
+BIN=${CARGO_TARGET_DIR:-target}/production
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()

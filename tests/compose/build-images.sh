@@ -6,7 +6,7 @@
 # 1. A Debian bookworm base image, made locally: `debootstrap --variant=minbase`
 #    (plus ca-certificates and libssl3, which the binaries link) into a
 #    folder, then `docker import`. Cached: skipped when the tag exists.
-# 2. The project's five images from binaries built on the host (`cargo build`
+# 2. The project's six images from binaries built on the host (`cargo build`
 #    in debug unless --bin-dir names a folder holding them), through the
 #    Dockerfile's `<target>-prebuilt` targets: the same layout as the images
 #    users build from source (non-root uid 65532, run with a read-only root
@@ -30,7 +30,10 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 base=${KN_TEST_BASE_IMAGE:-knative-rs-test/base:bookworm-1}
 tag=${KN_TEST_IMAGE_TAG:-dev}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-binaries=(inmemory-dispatcher kafka-dispatcher nats-dispatcher provisioner event-display)
+binaries=(inmemory-dispatcher kafka-dispatcher nats-dispatcher provisioner source-adapter event-display)
+# Programs carried by an image of the list (the source-adapter image also
+# holds heartbeats).
+extras=(heartbeats)
 bin_dir=
 
 while (($#)); do
@@ -86,23 +89,23 @@ stage() {
 
 build_project() {
   if [ -z "$bin_dir" ]; then
-    log "cargo build (debug) of the five binaries"
+    log "cargo build (debug) of the six binaries"
     (cd "$root" && cargo build --quiet -p channel-inmemory -p channel-kafka \
-      -p channel-nats -p provisioner -p event-display)
+      -p channel-nats -p provisioner -p sources -p event-display)
     bin_dir=${CARGO_TARGET_DIR:-$root/target}/debug
   fi
-  # One context holds the five binaries: the legacy builder (Docker without
+  # One context holds the six binaries: the legacy builder (Docker without
   # buildx) builds every stage before the target, so the earlier prebuilt
   # stages need theirs too (cached after the first build).
   local b started=$SECONDS
   mkdir -p "$work/bin"
-  for b in "${binaries[@]}"; do
+  for b in "${binaries[@]}" "${extras[@]}"; do
     stage "$bin_dir/$b" "$work/bin/$b"
   done
   # An image whose label names the same binary (sha256) is kept as it is.
   local sum built=()
   for b in "${binaries[@]}"; do
-    sum=$(sha256sum "$work/bin/$b" | cut -c1-64)
+    sum=$(cat "$work/bin/$b" $([ "$b" = source-adapter ] && printf '%s ' "${extras[@]/#/$work/bin/}") | sha256sum | cut -c1-64)
     if [ "$(docker image inspect -f '{{index .Config.Labels "dev.knative-rs.binary-sha256"}}' \
         "knative-rs-test/$b:$tag" 2>/dev/null)" = "$sum" ]; then
       continue

@@ -25,20 +25,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The binaries in the images: (package, binary).
-pub const BINARIES: [(&str, &str); 5] = [
+pub const BINARIES: [(&str, &str); 6] = [
     ("channel-inmemory", "inmemory-dispatcher"),
     ("channel-kafka", "kafka-dispatcher"),
     ("channel-nats", "nats-dispatcher"),
     ("provisioner", "provisioner"),
+    ("sources", "source-adapter"),
     ("event-display", "event-display"),
 ];
 
 /// The services of the compose file running our images.
-pub const OUR_SERVICES: [&str; 6] = [
+pub const OUR_SERVICES: [&str; 8] = [
     "provisioner",
     "inmemory-dispatcher",
     "kafka-dispatcher",
     "nats-dispatcher",
+    "source-adapter",
+    "heartbeats",
     "event-display",
     "dead-letters",
 ];
@@ -159,7 +162,7 @@ pub async fn run(mut cmd: Command, timeout: Duration) -> Output {
 /// The image tags the compose tests run.
 #[derive(Debug, Clone)]
 pub struct Images {
-    /// Tag of the five project images (`knative-rs-test/<binary>:<tag>`).
+    /// Tag of the six project images (`knative-rs-test/<binary>:<tag>`).
     pub tag: String,
     /// Tag of `knative-rs-test/nats`.
     pub nats: String,
@@ -187,6 +190,8 @@ pub fn images() -> &'static Images {
                         .expect("target dir")
                         .to_path_buf();
                 }
+                // Carried by the source-adapter image.
+                build_bin("sources", "heartbeats");
                 dir
             }
         };

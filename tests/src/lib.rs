@@ -18,10 +18,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod apiserver;
 pub mod compose;
 pub mod kafka;
 pub mod nats;
 pub mod provisioner;
+pub mod sources;
 
 /// Build `bin` of `package` once per test process (cached per binary) and
 /// return its path. Building from the test keeps `cargo test` self-contained.

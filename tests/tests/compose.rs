@@ -122,7 +122,7 @@ fn every_prebuilt_image_is_its_user_image_but_for_where_the_binary_comes_from() 
         assert!(prebuilt.contains(&format!("COPY {bin} /usr/local/bin/")));
         checked += 1;
     }
-    assert_eq!(checked, 5);
+    assert_eq!(checked, 6);
     // Both run as the non-root user of the shared runtime stage.
     assert!(stage("runtime").contains(&"USER 65532:65532".to_owned()));
     // The legacy builder (Docker without buildx) builds every stage before
@@ -141,6 +141,7 @@ fn binary_of(target: &str) -> Option<PathBuf> {
         "nats-dispatcher" => "channel-nats",
         "provisioner" => "provisioner",
         "event-display" => "event-display",
+        "source-adapter" => "sources",
         _ => return None,
     };
     Some(tests::build_bin(package, target))

@@ -144,6 +144,26 @@ async fn compose_up_every_resource_ready_and_events_from_the_host_reach_event_di
         stack.displayed_ids("dead-letters").await.is_empty(),
         "nothing is dead-lettered"
     );
+
+    // The heartbeats service (what a ContainerSource runs) posts to the
+    // K_SINK it was given, with its K_CE_OVERRIDES.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let printed = stack.displayed_events("event-display").await;
+        if let Some(beat) = printed
+            .iter()
+            .find(|e| e["type"] == "dev.knative.eventing.samples.heartbeat")
+        {
+            assert_eq!(beat["from"], "compose", "{beat}");
+            assert_eq!(beat["data"]["label"], "compose", "{beat}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat reached event-display in 40 s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Stop a load after `extra` more seconds, and keep a ledger of it against

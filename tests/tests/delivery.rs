@@ -67,6 +67,14 @@ async fn linear_backoff_then_dead_letter_with_error_extensions(b: Backend) {
         )
         .expect("base64");
     assert_eq!(data, b"backend exploded");
+    // The engine counts the outcome once the dead-letter sink has answered:
+    // the sink may see the event a moment before the counter moves.
+    let deadline = std::time::Instant::now() + WAIT;
+    while d.metric("kn_channel_dead_lettered_total").await < 1.0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(d.metric("kn_channel_dead_lettered_total").await, 1.0);
     assert_eq!(d.metric("kn_channel_retries_total").await, 3.0);
 }

@@ -100,13 +100,13 @@ fn every_manifest_parses_into_its_kubernetes_type() {
     }
     assert_eq!(
         kinds.get("CustomResourceDefinition"),
-        Some(&8),
-        "four channel kinds, Subscription, ClusterChannelProvisioner, Broker, Trigger: {kinds:?}"
+        Some(&17),
+        "four channel kinds, Subscription, ClusterChannelProvisioner, Broker, Trigger, Sequence, Parallel, EventType, six source kinds: {kinds:?}"
     );
     assert_eq!(
         kinds.get("Deployment"),
-        Some(&4),
-        "provisioner and three dispatchers"
+        Some(&5),
+        "provisioner, three dispatchers and the source adapter"
     );
     assert_eq!(kinds.get("ClusterChannelProvisioner"), Some(&3));
 }
@@ -205,6 +205,59 @@ fn the_provisioner_may_run_brokers_and_triggers() {
 }
 
 #[test]
+fn the_provisioner_may_run_flows_and_the_registry() {
+    let role: ClusterRole = documents()
+        .into_iter()
+        .find(|(_, d)| {
+            d["kind"] == "ClusterRole" && d["metadata"]["name"] == "knative-channels-provisioner"
+        })
+        .map(|(file, d)| round_trip(&file, &d))
+        .expect("the provisioner's ClusterRole");
+    let (flows, eventing) = ("flows.knative.dev", "eventing.knative.dev");
+    for (group, resource, verbs) in [
+        (flows, "sequences", &["get", "list", "watch", "patch"][..]),
+        (flows, "parallels", &["get", "list", "watch", "patch"][..]),
+        (flows, "sequences/status", &["patch"][..]),
+        (flows, "parallels/status", &["patch"][..]),
+        // blockOwnerDeletion on the flows' Services needs it too.
+        (flows, "sequences/finalizers", &["update"][..]),
+        (flows, "parallels/finalizers", &["update"][..]),
+        (
+            eventing,
+            "eventtypes",
+            &["get", "list", "watch", "create"][..],
+        ),
+        (eventing, "eventtypes/status", &["patch"][..]),
+    ] {
+        for verb in verbs {
+            assert!(
+                allows(&role, group, resource, verb),
+                "{verb} {resource}.{group}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_flow_examples_are_valid_custom_resources() {
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for (file, doc) in documents_in(&deploy("examples/flows")) {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "Sequence" => drop(round_trip::<provisioner::kubernetes::crd::Sequence>(
+                &file, &doc,
+            )),
+            "Parallel" => drop(round_trip::<provisioner::kubernetes::crd::Parallel>(
+                &file, &doc,
+            )),
+            other => panic!("{file}: unexpected kind {other}"),
+        }
+        *kinds.entry(kind).or_default() += 1;
+    }
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+}
+
+#[test]
 fn the_broker_examples_are_valid_custom_resources() {
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for (file, doc) in documents_in(&deploy("examples/broker")) {
@@ -284,6 +337,7 @@ fn the_deployments_pass_flags_their_binaries_have() {
             "inmemory-dispatcher" => ("channel-inmemory", "inmemory-dispatcher"),
             "kafka-dispatcher" => ("channel-kafka", "kafka-dispatcher"),
             "nats-dispatcher" => ("channel-nats", "nats-dispatcher"),
+            "source-adapter" => ("sources", "source-adapter"),
             other => panic!("{file}: unknown Deployment {other}"),
         };
         let path = tests::build_bin(package, binary);

@@ -38,8 +38,10 @@
 
 mod broker;
 pub mod flows;
+mod sources;
 
 pub use flows::{BranchPlan, FlowKind, FlowPlan};
+pub use sources::{SourceSinks, LOCAL_RUN_UNAVAILABLE};
 
 use crate::contract::{
     BackendKind, BackoffPolicy, ChannelContract, Contract, DeliveryFormat, DeliveryOrder,
@@ -79,6 +81,10 @@ pub struct Compiled {
     pub flows: Vec<FlowPlan>,
     /// The feature flags the manifests set (also in every contract).
     pub features: crate::features::Features,
+    /// What the source adapter runs (its contract's entries).
+    pub sources: Vec<crate::sources::SourceContract>,
+    /// Every source's resolved sink, for its status.
+    pub source_sinks: SourceSinks,
 }
 
 /// A stable uid for a resource without `metadata.uid`.
@@ -324,7 +330,8 @@ fn resolve_destination(
                     Ingress::for_channel(channel.metadata.namespace(), &channel.metadata.name);
                 Some(format!("http://{}/", ingress.host))
             } else if r.kind == "Service"
-                && (api.is_empty() || api == "v1" || api == "serving.knative.dev/v1")
+                // Knative Services of every version (the seeds' v1alpha1 too).
+                && (api.is_empty() || api == "v1" || api.starts_with("serving.knative.dev/"))
             {
                 Some(format!("http://{}.{ns}.svc.cluster.local/", r.name))
             } else if r.kind == "Broker"
@@ -739,6 +746,9 @@ pub fn compile(m: &Manifests) -> Compiled {
     problems.extend(expansion.problems);
     problems.extend(flow_expansion.problems);
 
+    // Sources, their sinks resolved as subscribers are.
+    let (sources, source_sinks) = sources::compile_sources(m, &index, &mut problems);
+
     // 3. One contract per backend, each carrying the feature flags.
     let features = crate::features::from_manifests(m, &mut problems);
     let mut contracts: BTreeMap<BackendKind, Contract> = BTreeMap::new();
@@ -760,6 +770,8 @@ pub fn compile(m: &Manifests) -> Compiled {
         channel_dead_letters,
         flows: flow_expansion.plans,
         features,
+        sources,
+        source_sinks,
     }
 }
 

@@ -116,6 +116,20 @@ impl Ingress {
     }
 }
 
+/// A `BACKEND=URL` flag value (a dispatcher's ingress or admin URL), e.g.
+/// `kafka=http://127.0.0.1:9091`.
+pub fn parse_backend_url(s: &str) -> Result<(BackendKind, Url), String> {
+    let (backend, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not BACKEND=URL (e.g. kafka=http://127.0.0.1:9091)"))?;
+    let backend: BackendKind = backend.trim().parse()?;
+    let url = Url::parse(url.trim()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{url} is not an http(s) URL"));
+    }
+    Ok((backend, url))
+}
+
 /// The in-cluster host of a channel, as Knative names it.
 pub fn channel_host(namespace: &str, name: &str) -> String {
     format!("{name}-kn-channel.{namespace}.svc.cluster.local")

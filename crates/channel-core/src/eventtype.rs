@@ -84,6 +84,7 @@ pub struct EventTypeSpecAny {
 
 /// One `v1beta3` attribute definition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventAttribute {
     pub name: String,

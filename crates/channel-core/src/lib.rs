@@ -12,6 +12,9 @@
 //!   takes its channel template from), v1 and the seeds' v1alpha1 forms.
 //! * [`flows`]: Knative's Sequence and Parallel.
 //! * [`eventtype`]: the event registry's EventType.
+//! * [`sources`]: the event sources (PingSource, ApiServerSource,
+//!   ContainerSource, SinkBinding) and the contract the source adapter
+//!   follows.
 //! * [`manifests`]: loading multi-document YAML from files and directories.
 //! * [`compile`]: turning manifests into the data-plane [`contract`].
 //! * [`features`]: Knative's `config-features` flags the data plane follows.
@@ -32,6 +35,7 @@ pub mod features;
 pub mod flows;
 pub mod manifests;
 pub mod resources;
+pub mod sources;
 
 pub use backend::{
     Acknowledgement, Backend, BackendError, BackendErrorKind, Delivery, DeliveryStream, Health,

@@ -22,6 +22,10 @@ use crate::resources::{
     ChannelKind, ChannelResource, ChannelSpec, ClusterChannelProvisioner, DeliverySpec, FieldError,
     ObjectMeta, ProvisionerSpec, Subscription, SubscriptionSpec,
 };
+use crate::sources::apiserver::{ApiServerSourceSpec, LegacyApiServerSourceSpec};
+use crate::sources::container::{ContainerSourceSpec, SinkBindingSpec};
+use crate::sources::ping::{CronJobSourceSpec, PingSourceSpec};
+use crate::sources::{Source, LEGACY_SOURCES_VERSION, SOURCES_VERSIONS};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +45,12 @@ pub struct Manifests {
     /// The event registry (`EventType`).
     pub event_types: Vec<EventType>,
     pub parallels: Vec<Parallel>,
+    /// PingSources, and the seeds' CronJobSources read as PingSources.
+    pub ping_sources: Vec<Source<PingSourceSpec>>,
+    /// ApiServerSources (v1, and the seeds' v1alpha1 read as v1).
+    pub api_server_sources: Vec<Source<ApiServerSourceSpec>>,
+    pub container_sources: Vec<Source<ContainerSourceSpec>>,
+    pub sink_bindings: Vec<Source<SinkBindingSpec>>,
     /// Documents that were skipped, and why.
     pub warnings: Vec<String>,
 }
@@ -364,6 +374,38 @@ impl Loader {
             require_name(doc, &what, &event_type.metadata)?;
             event_type.validate().map_err(|e| doc.field(&what, e))?;
             self.manifests.event_types.push(event_type);
+        } else if kind == "PingSource" && group_ok(SOURCES_VERSIONS) {
+            note(self)?;
+            let env: Envelope<PingSourceSpec> = doc.parse(&what, value)?;
+            let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
+            self.manifests.ping_sources.push(source);
+        } else if kind == "CronJobSource" && group_ok(&[LEGACY_SOURCES_VERSION]) {
+            note(self)?;
+            let env: Envelope<CronJobSourceSpec> = doc.parse(&what, value)?;
+            let spec = env.spec.into_spec().map_err(|e| doc.field(&what, e))?;
+            let source = self.source(doc, &what, env.metadata, spec, |s| s.validate())?;
+            self.manifests.ping_sources.push(source);
+        } else if kind == "ApiServerSource" && group_ok(SOURCES_VERSIONS) {
+            note(self)?;
+            let env: Envelope<ApiServerSourceSpec> = doc.parse(&what, value)?;
+            let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
+            self.manifests.api_server_sources.push(source);
+        } else if kind == "ApiServerSource" && group_ok(&[LEGACY_SOURCES_VERSION]) {
+            note(self)?;
+            let env: Envelope<LegacyApiServerSourceSpec> = doc.parse(&what, value)?;
+            let spec = env.spec.into_spec().map_err(|e| doc.field(&what, e))?;
+            let source = self.source(doc, &what, env.metadata, spec, |s| s.validate())?;
+            self.manifests.api_server_sources.push(source);
+        } else if kind == "ContainerSource" && group_ok(SOURCES_VERSIONS) {
+            note(self)?;
+            let env: Envelope<ContainerSourceSpec> = doc.parse(&what, value)?;
+            let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
+            self.manifests.container_sources.push(source);
+        } else if kind == "SinkBinding" && group_ok(SOURCES_VERSIONS) {
+            note(self)?;
+            let env: Envelope<SinkBindingSpec> = doc.parse(&what, value)?;
+            let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
+            self.manifests.sink_bindings.push(source);
         } else if kind == "ConfigMap" && api_version == "v1" {
             note(self)?;
             let cm: ConfigMapDoc = doc.parse(&what, value)?;
@@ -388,6 +430,20 @@ impl Loader {
             ));
         }
         Ok(())
+    }
+
+    /// A source of any kind, named and validated.
+    fn source<S>(
+        &self,
+        doc: &Doc<'_>,
+        what: &str,
+        metadata: ObjectMeta,
+        spec: S,
+        validate: impl Fn(&S) -> Result<(), FieldError>,
+    ) -> Result<Source<S>, ManifestError> {
+        require_name(doc, what, &metadata)?;
+        validate(&spec).map_err(|e| doc.field(what, e))?;
+        Ok(Source { metadata, spec })
     }
 
     fn channel(

@@ -187,6 +187,10 @@ impl SubscriptionMetrics {
     pub fn retry(&self) {
         self.retries.inc();
     }
+    /// Re-attempts scheduled so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
+    }
     /// The event reached the dead-letter sink.
     pub fn dead_lettered(&self) {
         self.dead_lettered.inc();
@@ -226,7 +230,13 @@ impl Metrics {
     }
 
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("kn_channel");
+        Metrics::with_prefix("kn_channel")
+    }
+
+    /// The same metrics under another prefix (the source adapter's
+    /// deliveries are `kn_source_*`).
+    pub fn with_prefix(prefix: &str) -> Metrics {
+        let mut registry = Registry::with_prefix(prefix);
         let received = Family::<ChannelStatusLabels, Counter>::default();
         registry.register(
             "events_received",

@@ -16,7 +16,9 @@
 //! * [`standalone`] runs all of it against a directory of manifests and
 //!   writes one contract file per backend for the dispatchers; [`table`]
 //!   prints its status like `kubectl get`.
+//! * [`bindings`]: SinkBindings outside Kubernetes (`provisioner exec`).
 
+pub mod bindings;
 pub mod cycle;
 pub mod kubernetes;
 pub mod provision;

@@ -42,6 +42,10 @@ enum Command {
     /// Print the CustomResourceDefinitions (YAML) of every resource the
     /// channel layer serves, for `kubectl apply -f -`.
     Crds,
+    /// Run a program with a SinkBinding's environment (K_SINK,
+    /// K_CE_OVERRIDES) as the standalone provisioner resolved it:
+    /// `provisioner exec --contracts-dir D --binding NS/NAME -- PROGRAM ARGS`.
+    Exec(provisioner::bindings::ExecArgs),
 }
 
 /// Run `task` with a token cancelled on SIGTERM or SIGINT.
@@ -83,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", provisioner::kubernetes::crd::crds_yaml()?);
             Ok(())
         }
+        Command::Exec(args) => provisioner::bindings::exec(args),
     }
 }
 

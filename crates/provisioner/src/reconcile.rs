@@ -98,6 +98,10 @@ pub struct Plan {
     pub flows: Vec<FlowPlan>,
     /// Knative feature flags (`config-features`), written into every contract.
     pub features: channel_core::features::Features,
+    /// What the source adapter runs, sinks addressed as the channels are.
+    pub sources: Vec<channel_core::sources::SourceContract>,
+    /// Every source's resolved sink (`status.sinkUri`), addressed the same way.
+    pub source_sinks: channel_core::compile::SourceSinks,
 }
 
 impl Plan {
@@ -187,6 +191,18 @@ pub fn plan(
             rewrite_channel_url(url, &hosts);
         }
     }
+    // Sources reach their sinks the same way.
+    let mut sources = compiled.sources;
+    for source in &mut sources {
+        rewrite_channel_url(&mut source.sink, &hosts);
+        if let Some(url) = &mut source.dead_letter {
+            rewrite_channel_url(url, &hosts);
+        }
+    }
+    let mut source_sinks = compiled.source_sinks;
+    for url in source_sinks.values_mut() {
+        rewrite_channel_url(url, &hosts);
+    }
     problems
         .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
     Plan {
@@ -194,6 +210,8 @@ pub fn plan(
         problems,
         flows: compiled.flows,
         features: compiled.features,
+        sources,
+        source_sinks,
     }
 }
 

@@ -39,7 +39,7 @@ pub struct EventTypeObject {
 }
 
 /// `status` of an EventType.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeStatus {
     pub conditions: Vec<Condition>,

@@ -80,6 +80,16 @@ pub struct StandaloneArgs {
     #[arg(long = "dispatcher-url", env = "KN_PROVISIONER_DISPATCHER_URL", value_delimiter = ',', value_parser = parse_backend_url)]
     pub dispatcher_url: Vec<(BackendKind, Url)>,
 
+    /// A source adapter's admin URL (`source-adapter --contract
+    /// <contracts-dir>/sources.json`), polled for the sources it runs.
+    /// Repeatable (replicas share the sources).
+    #[arg(
+        long = "source-adapter-admin",
+        env = "KN_PROVISIONER_SOURCE_ADAPTER_ADMIN",
+        value_delimiter = ','
+    )]
+    pub source_adapter_admin: Vec<Url>,
+
     /// How often the manifests are checked for changes and the dispatchers
     /// polled.
     #[arg(long, env = "KN_PROVISIONER_WATCH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -89,17 +99,7 @@ pub struct StandaloneArgs {
     pub provisioning: ProvisioningArgs,
 }
 
-pub fn parse_backend_url(s: &str) -> Result<(BackendKind, Url), String> {
-    let (backend, url) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not BACKEND=URL (e.g. kafka=http://127.0.0.1:9091)"))?;
-    let backend: BackendKind = backend.trim().parse()?;
-    let url = Url::parse(url.trim()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{url} is not an http(s) URL"));
-    }
-    Ok((backend, url))
-}
+pub use channel_core::contract::parse_backend_url;
 
 /// What a dispatcher reported, for `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +149,9 @@ pub struct StatusReport {
     pub event_types: Vec<crate::registry::EventTypeObject>,
 }
 
+/// The file the source adapter follows, in the contracts directory.
+pub const SOURCES_CONTRACT: &str = "sources.json";
+
 /// The path of a backend's contract in `dir`.
 pub fn contract_path(dir: &Path, backend: BackendKind) -> PathBuf {
     dir.join(format!("{}.json", backend.as_str()))
@@ -157,6 +160,12 @@ pub fn contract_path(dir: &Path, backend: BackendKind) -> PathBuf {
 /// Write `contract` to `path` atomically: a temporary file in the same
 /// directory, flushed to disk, renamed over the target.
 pub fn write_atomically(path: &Path, contract: &Contract) -> std::io::Result<()> {
+    write_json_atomically(path, contract.to_json_pretty().as_bytes())
+}
+
+/// Write the JSON document `json` to `path` atomically, as
+/// [`write_atomically`] does.
+pub fn write_json_atomically(path: &Path, json: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -166,7 +175,7 @@ pub fn write_atomically(path: &Path, contract: &Contract) -> std::io::Result<()>
     let tmp = dir.join(format!(".{name}.tmp"));
     {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(contract.to_json_pretty().as_bytes())?;
+        file.write_all(json)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
     }
@@ -212,6 +221,10 @@ struct Reconciler {
     last_error: Option<String>,
     /// The contracts on disk, by backend.
     written: BTreeMap<BackendKind, Contract>,
+    /// The sources contract on disk.
+    sources_written: Option<channel_core::sources::SourcesContract>,
+    /// The SinkBindings' environments on disk.
+    bindings_written: Option<Vec<crate::bindings::BindingEnvironment>>,
     report: Arc<Mutex<StatusReport>>,
     /// Auto-created EventTypes.
     auto_event_types: crate::registry::AutoRegistry,
@@ -289,6 +302,78 @@ impl Reconciler {
             exists,
         );
         crate::registry::objects(plan, &manifests.event_types, &self.auto_event_types)
+    }
+
+    /// Write `<contracts-dir>/sources.json` when its content changed.
+    fn write_sources(&mut self, plan: &crate::reconcile::Plan) {
+        let path = self.args.contracts_dir.join(SOURCES_CONTRACT);
+        let mut next = channel_core::sources::SourcesContract {
+            generation: self.sources_written.as_ref().map_or(0, |c| c.generation),
+            sources: plan.sources.clone(),
+        };
+        let same = self
+            .sources_written
+            .as_ref()
+            .is_some_and(|c| c.same_content(&next));
+        if same && path.exists() {
+            return;
+        }
+        if !same {
+            next.generation += 1;
+        }
+        match write_json_atomically(&path, next.to_json_pretty().as_bytes()) {
+            Ok(()) => {
+                tracing::info!(generation = next.generation, sources = next.sources.len(), path = %path.display(), "sources contract written");
+                self.sources_written = Some(next);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the sources contract");
+                self.last_error = Some(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// Write `<contracts-dir>/bindings.json` when it changed.
+    fn write_bindings(&mut self, manifests: &Manifests, plan: &crate::reconcile::Plan) {
+        let envs = crate::bindings::environments(manifests, plan);
+        let path = self.args.contracts_dir.join(crate::bindings::BINDINGS_FILE);
+        if self.bindings_written.as_ref() == Some(&envs) && path.exists() {
+            return;
+        }
+        let json = serde_json::to_vec_pretty(&envs).unwrap_or_default();
+        match write_json_atomically(&path, &json) {
+            Ok(()) => self.bindings_written = Some(envs),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the SinkBindings' environments");
+                self.last_error = Some(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// What the source adapters run.
+    async fn poll_source_adapters(&self) -> crate::status::sources::AdapterObservation {
+        use crate::status::sources::{AdapterObservation, AdapterReport};
+        if self.args.source_adapter_admin.is_empty() {
+            return AdapterObservation::Unconfigured;
+        }
+        let mut all = BTreeMap::new();
+        for admin in &self.args.source_adapter_admin {
+            match crate::cycle::get_json::<AdapterReport>(
+                &self.client,
+                &as_base(admin.clone()),
+                "status",
+                "a source adapter's status",
+                Duration::from_secs(2),
+            )
+            .await
+            {
+                Ok(report) => {
+                    all.extend(report.sources.into_iter().map(|s| (s.uid.clone(), s)));
+                }
+                Err(e) => return AdapterObservation::Unreachable(e),
+            }
+        }
+        AdapterObservation::Report(all)
     }
 
     fn reload_if_changed(&mut self) {
@@ -382,6 +467,11 @@ impl Reconciler {
             }
         }
 
+        // 2b. The source adapter's contract; the SinkBindings' environments
+        //     for `provisioner exec`.
+        self.write_sources(&plan);
+        self.write_bindings(&manifests, &plan);
+
         // 3. What the dispatchers applied.
         let polled = poll_dispatchers(&self.client, &self.dispatcher_urls(true)).await;
 
@@ -411,6 +501,7 @@ impl Reconciler {
             );
             obs.dispatchers.insert(backend, observation);
         }
+        obs.sources = self.poll_source_adapters().await;
         let mut resources = status::compute(&plan, &obs);
         let event_types = self.registry(&plan, &manifests).await;
         resources.extend(event_types.iter().map(|e| e.row()));
@@ -553,6 +644,10 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         manifests: None,
         last_error: None,
         written: read_contracts(&args.contracts_dir),
+        sources_written: std::fs::read(args.contracts_dir.join(SOURCES_CONTRACT))
+            .ok()
+            .and_then(|b| channel_core::sources::SourcesContract::from_json(&b).ok()),
+        bindings_written: None,
         report,
         auto_event_types: crate::registry::AutoRegistry::load(
             &args.contracts_dir.join("eventtypes.json"),

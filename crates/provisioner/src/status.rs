@@ -59,7 +59,12 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn new(type_: &str, status: ConditionStatus, reason: &str, message: String) -> Condition {
+    pub(crate) fn new(
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: String,
+    ) -> Condition {
         Condition {
             type_: type_.into(),
             status,
@@ -69,14 +74,14 @@ impl Condition {
         }
     }
 
-    fn ready(type_: &str, reason: &str) -> Condition {
+    pub(crate) fn ready(type_: &str, reason: &str) -> Condition {
         Condition::new(type_, ConditionStatus::True, reason, String::new())
     }
 }
 
 /// `Ready` from the other conditions: `True` when all are, else the first
 /// `False`, else the first `Unknown`.
-fn summarize(conditions: &mut Vec<Condition>) {
+pub(crate) fn summarize(conditions: &mut Vec<Condition>) {
     let worst = conditions
         .iter()
         .find(|c| c.status == ConditionStatus::False)
@@ -202,6 +207,8 @@ pub struct Observations {
     /// The generation of the contract last written, per backend.
     pub generations: BTreeMap<BackendKind, u64>,
     pub dispatchers: BTreeMap<BackendKind, DispatcherObservation>,
+    /// The source adapters' `/status`.
+    pub sources: sources::AdapterObservation,
 }
 
 /// Compute the status of every channel and subscription: planned ones and
@@ -243,6 +250,7 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
         out.push(problem_status(problem));
     }
     flows::add_flow_statuses(&plan.flows, &mut out);
+    sources::add_source_statuses(plan, &obs.sources, &mut out);
     out.sort_by(|a, b| {
         (kind_order(&a.kind), &a.namespace, &a.name).cmp(&(
             kind_order(&b.kind),
@@ -532,6 +540,8 @@ fn problem_status(p: &Problem) -> ResourceStatus {
     );
     let status = if let Some(status) = broker::problem_status(p) {
         Ok(status)
+    } else if let Some(status) = sources::problem_status(p) {
+        Ok(status)
     } else if p.kind == "Subscription" {
         let mut conditions = vec![Condition::new(
             "Resolved",
@@ -603,8 +613,10 @@ pub fn stamp_transitions(old: &[ResourceStatus], new: &mut [ResourceStatus], now
 
 mod broker;
 mod flows;
+pub mod sources;
 #[cfg(test)]
 mod tests;
 
 pub use broker::{BrokerStatus, TriggerStatus};
 pub use flows::{ParallelStatus, SequenceStatus};
+pub use sources::SourceStatus;

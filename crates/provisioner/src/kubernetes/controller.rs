@@ -39,6 +39,12 @@
 //! the triggers on them, are left alone. A namespace labelled
 //! `eventing.knative.dev/injection: enabled` gets a Broker `default`,
 //! created once and never deleted by the controller, as Knative does.
+//!
+//! Sequences and Parallels compile the same way into channels and
+//! subscriptions that exist only in the contract (see [`flows`] and
+//! `docs/kubernetes-flows.md`); EventTypes get their status, and are
+//! auto-created when Knative's `eventtype-auto-create` is on (see
+//! [`eventtypes`]).
 
 use super::crd;
 use crate::cycle::{as_base, dispatcher_released, poll_dispatchers, Cycle, HttpClient};
@@ -47,7 +53,8 @@ use crate::status::{self, ConditionStatus, DispatcherObservation, ResourceStatus
 use channel_core::broker::{
     BROKER_CLASS_ANNOTATION, CHANNEL_BASED_BROKER_CLASS, DEFAULT_BROKER, INJECTION_LABEL,
 };
-use channel_core::compile::{compile, Problem};
+use channel_core::compile::{compile, FlowKind, Problem};
+use channel_core::features::CONFIG_FEATURES;
 use channel_core::manifests::{load_str, Manifests};
 use channel_core::resources::{ChannelKind, Destination, KReference};
 use channel_core::{BackendKind, ChannelContract, Contract};
@@ -153,6 +160,12 @@ fn resource_of(kind: &str) -> Option<ApiResource> {
         "Subscription" => return Some(ApiResource::erase::<crd::Subscription>(&())),
         "Broker" => return Some(broker_resource()),
         "Trigger" => return Some(trigger_resource()),
+        "Sequence" => return Some(flows::sequence_resource()),
+        "Parallel" => return Some(flows::parallel_resource()),
+        "EventType" => return Some(eventtypes::event_type_resource()),
+        "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding" | "CronJobSource" => {
+            return sources::resource_of_source(kind, "")
+        }
         _ => {}
     }
     channel_resources()
@@ -171,6 +184,8 @@ pub struct Settings {
     pub dispatcher_hosts: BTreeMap<BackendKind, String>,
     /// Admin URL of each backend's dispatcher (polled for `/status`).
     pub dispatcher_admin: BTreeMap<BackendKind, Url>,
+    /// Admin URL of the source adapter (polled for the sources it runs).
+    pub source_adapter_admin: Option<Url>,
 }
 
 impl Settings {
@@ -193,6 +208,10 @@ impl Settings {
             namespace: namespace.to_owned(),
             dispatcher_hosts: hosts,
             dispatcher_admin: admin,
+            source_adapter_admin: Url::parse(&format!(
+                "http://source-adapter.{namespace}.svc.cluster.local:9091/"
+            ))
+            .ok(),
         }
     }
 }
@@ -215,6 +234,11 @@ pub struct Snapshot {
     pub config_maps: Vec<ConfigMap>,
     /// Namespaces labelled `eventing.knative.dev/injection: enabled`.
     pub namespaces: Vec<Namespace>,
+    pub sequences: Vec<DynamicObject>,
+    pub parallels: Vec<DynamicObject>,
+    pub event_types: Vec<DynamicObject>,
+    /// Objects of the six source kinds.
+    pub sources: Vec<DynamicObject>,
 }
 
 impl Snapshot {
@@ -288,13 +312,17 @@ fn config_reference(broker: &DynamicObject) -> Option<(String, String)> {
     })
 }
 
-/// The ConfigMaps named by the `spec.config` of the live brokers this
-/// project serves: (namespace, name). The run loop watches each of them.
+/// The ConfigMaps the controller reads, as (namespace, name): those named
+/// by the `spec.config` of the live brokers this project serves, and
+/// Knative's feature flags (`knative-eventing/config-features`). The run
+/// loop watches each of them.
 pub fn config_references(snap: &Snapshot) -> BTreeSet<(String, String)> {
+    let (ns, name) = CONFIG_FEATURES;
     snap.brokers
         .iter()
         .filter(|b| is_live(b) && is_our_broker(b))
         .filter_map(config_reference)
+        .chain([(ns.to_owned(), name.to_owned())])
         .collect()
 }
 
@@ -363,6 +391,11 @@ pub struct Controller {
     /// The broker ConfigMaps last read, by (namespace, name): used when the
     /// API cannot be read.
     configs: BTreeMap<(String, String), ConfigMap>,
+    /// The sources contract ConfigMap last written.
+    sources_map: Option<ConfigMap>,
+    /// ContainerSource Deployments applied, by (namespace, source): the
+    /// document applied.
+    deployments: BTreeMap<(String, String), String>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -437,6 +470,13 @@ fn merge(into: &mut Manifests, from: Manifests) {
     into.brokers.extend(from.brokers);
     into.triggers.extend(from.triggers);
     into.config_maps.extend(from.config_maps);
+    into.sequences.extend(from.sequences);
+    into.parallels.extend(from.parallels);
+    into.event_types.extend(from.event_types);
+    into.ping_sources.extend(from.ping_sources);
+    into.api_server_sources.extend(from.api_server_sources);
+    into.container_sources.extend(from.container_sources);
+    into.sink_bindings.extend(from.sink_bindings);
     into.warnings.extend(from.warnings);
 }
 
@@ -499,6 +539,8 @@ impl Controller {
             services: BTreeMap::new(),
             deleting_since: BTreeMap::new(),
             configs: BTreeMap::new(),
+            sources_map: None,
+            deployments: BTreeMap::new(),
         }
     }
 
@@ -521,6 +563,10 @@ impl Controller {
         // A broker of this project (or none: compile reports it missing);
         // one of another class is an Addressable like any other.
         if is_broker_reference(&r) && snap.broker(&ns, &r.name).is_none_or(is_our_broker) {
+            return Ok(());
+        }
+        // Sequences and Parallels: compile gives their address.
+        if FlowKind::of_reference(&r.kind, r.api_version.as_deref().unwrap_or_default()).is_some() {
             return Ok(());
         }
         let api_version = r
@@ -568,12 +614,13 @@ impl Controller {
     }
 
     /// Manifests from the snapshot's live objects, with references to
-    /// non-channels resolved; the objects that cannot be used, as problems.
+    /// non-channels resolved; the objects that cannot be used, as problems,
+    /// and (third) the flows' destinations that cannot be resolved.
     async fn manifests(
         &mut self,
         snap: &Snapshot,
         errors: &mut Vec<String>,
-    ) -> (Manifests, Vec<Problem>) {
+    ) -> (Manifests, Vec<Problem>, Vec<flows::Unresolved>) {
         let mut manifests = class_manifests(snap);
         let mut problems = Vec::new();
         for channel in &snap.channels {
@@ -650,7 +697,13 @@ impl Controller {
         }
         self.broker_manifests(snap, &mut manifests, &mut problems, errors)
             .await;
-        (manifests, problems)
+        let unresolved = self
+            .flow_manifests(snap, &mut manifests, &mut problems)
+            .await;
+        self.event_type_manifests(snap, &mut manifests, &mut problems);
+        self.source_manifests(snap, &mut manifests, &mut problems)
+            .await;
+        (manifests, problems, unresolved)
     }
 
     /// The brokers this project serves, their config ConfigMaps and their
@@ -943,7 +996,11 @@ impl Controller {
         resource: &ResourceStatus,
         object: &DynamicObject,
     ) -> Result<Option<String>, kube::Error> {
-        let Some(ar) = resource_of(&resource.kind) else {
+        // A source kind exists in two groups (the seeds' v1alpha1): the
+        // object's own.
+        let Some(ar) = sources::resource_of_source(&kind_of(object), &api_version_of(object))
+            .or_else(|| resource_of(&resource.kind))
+        else {
             return Ok(None);
         };
         let api: Api<DynamicObject> =
@@ -1258,6 +1315,18 @@ impl Controller {
                             format!("{}-kn-channel", c.name),
                             "messaging.knative.dev/channel",
                         )
+                    })
+                    // A channel a Sequence or Parallel generated: the flow
+                    // owns its Service.
+                    .or_else(|| {
+                        let (kind, flow) = flows::flow_of_channel(plan, &c.namespace, &c.name)?;
+                        let owner = flows::find_flow(snap, kind, &c.namespace, flow)?;
+                        Some((
+                            owner,
+                            kind.as_str(),
+                            format!("{}-kn-channel", c.name),
+                            flows::service_label(kind),
+                        ))
                     }),
             };
             let Some((object, kind, name, label)) = owner else {
@@ -1438,10 +1507,23 @@ impl Controller {
 
     /// Remove [`BROKER_FINALIZER`] from a deleting broker or trigger.
     async fn release(&self, object: &DynamicObject, kind: &str, errors: &mut Vec<String>) -> bool {
+        self.release_finalizer(object, kind, BROKER_FINALIZER, errors)
+            .await
+    }
+
+    /// Remove `finalizer` from a deleting `object` of `kind`; whether it
+    /// is gone.
+    async fn release_finalizer(
+        &self,
+        object: &DynamicObject,
+        kind: &str,
+        finalizer: &str,
+        errors: &mut Vec<String>,
+    ) -> bool {
         let finalizers: Vec<String> = object
             .finalizers()
             .iter()
-            .filter(|f| *f != BROKER_FINALIZER)
+            .filter(|f| *f != finalizer)
             .cloned()
             .collect();
         match self.set_finalizers_of(kind, object, finalizers).await {
@@ -1490,6 +1572,27 @@ impl Controller {
                 .find(here)
                 .filter(|t| is_live(t) && snap.serves_trigger(t))
                 .cloned(),
+            "Sequence" => flows::find_flow(
+                snap,
+                FlowKind::Sequence,
+                &resource.namespace,
+                &resource.name,
+            )
+            .cloned(),
+            "Parallel" => flows::find_flow(
+                snap,
+                FlowKind::Parallel,
+                &resource.namespace,
+                &resource.name,
+            )
+            .cloned(),
+            "EventType" => {
+                eventtypes::find_event_type(snap, &resource.namespace, &resource.name).cloned()
+            }
+            "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding" => {
+                sources::find_source(snap, &resource.kind, &resource.namespace, &resource.name)
+                    .cloned()
+            }
             kind => snap
                 .channels
                 .iter()
@@ -1505,10 +1608,11 @@ impl Controller {
 
         // 1. Finalizers; brokers for namespaces with injection enabled.
         self.hold_finalizers(snap, &mut errors).await;
+        self.hold_flow_finalizers(snap, &mut errors).await;
         self.inject_brokers(snap, &mut errors).await;
 
         // 2. Plan.
-        let (manifests, mut problems) = self.manifests(snap, &mut errors).await;
+        let (manifests, mut problems, unresolved) = self.manifests(snap, &mut errors).await;
         let contracts = self.current_contracts(snap);
         let previous: BTreeMap<ChannelKey, ChannelContract> = contracts
             .values()
@@ -1516,6 +1620,14 @@ impl Controller {
             .map(|c| (channel_key(c), c.clone()))
             .collect();
         let mut plan: Plan = plan(&manifests, &previous, &Addressing::default());
+        // A flow's unresolvable destination: its subscription is not
+        // served, and the flow says why ahead of anything the compiler said.
+        for u in &unresolved {
+            u.unplan(&mut plan);
+        }
+        sources::drop_local_only_problems(&mut plan);
+        plan.problems
+            .splice(0..0, unresolved.into_iter().map(|u| u.problem));
         plan.problems.append(&mut problems);
 
         // 3. Provision.
@@ -1553,8 +1665,13 @@ impl Controller {
             }
         }
 
-        // 5. ExternalName Services for the planned channels and brokers.
+        // 5. ExternalName Services for the planned channels and brokers;
+        //    the sources: the adapter's contract, ContainerSources'
+        //    Deployments, SinkBindings' subjects.
         self.apply_services(snap, &plan, &mut errors).await;
+        self.apply_sources_contract(snap, &plan, &mut errors).await;
+        let deployments = self.apply_container_sources(snap, &plan, &mut errors).await;
+        let bindings = self.apply_sink_bindings(snap, &plan, &mut errors).await;
 
         // 6. What the dispatchers applied.
         let mut admins = self.settings.dispatcher_admin.clone();
@@ -1569,13 +1686,15 @@ impl Controller {
                 admins.insert(class.spec.backend, url);
             }
         }
-        let admins = admins.into_iter().map(|(b, u)| (b, as_base(u))).collect();
+        let admins: BTreeMap<BackendKind, Url> =
+            admins.into_iter().map(|(b, u)| (b, as_base(u))).collect();
         let mut obs = self.cycle.observations(&plan, in_contract, &self.written);
         for (backend, contract) in &contracts {
             obs.generations
                 .entry(*backend)
                 .or_insert(contract.generation);
         }
+        obs.sources = self.poll_source_adapter().await;
         for (backend, _, observation) in poll_dispatchers(&self.http, &admins).await {
             if let DispatcherObservation::Unreachable(e) = &observation {
                 tracing::debug!(backend = %backend, error = %e, "dispatcher status not available");
@@ -1592,10 +1711,19 @@ impl Controller {
         waiting |= self
             .release_brokers_and_triggers(snap, &previous, &obs.dispatchers, &mut errors)
             .await;
+        waiting |= self
+            .release_flows(snap, &previous, &obs.dispatchers, &mut errors)
+            .await;
         self.cycle.delete_due(&obs.dispatchers).await;
 
-        // 8. Status.
-        let resources = statuses(&plan, &obs);
+        // 8. The registry: EventTypes from traffic.
+        self.auto_create_event_types(snap, &plan, &admins, &mut errors)
+            .await;
+
+        // 9. Status.
+        let mut resources = statuses(&plan, &obs);
+        resources.extend(eventtypes::event_type_rows(&plan, &manifests));
+        sources::amend_source_rows(snap, &mut resources, &deployments, &bindings);
         for resource in &resources {
             let Some(object) = self.status_object(snap, resource) else {
                 continue;
@@ -1669,5 +1797,14 @@ fn statuses(plan: &Plan, obs: &status::Observations) -> Vec<ResourceStatus> {
     resources
 }
 
+mod eventtypes;
+mod flows;
+mod sources;
 #[cfg(test)]
 mod tests;
+
+pub use eventtypes::event_type_resource;
+pub use flows::{parallel_resource, sequence_resource, FLOW_FINALIZER};
+pub use sources::{
+    source_resources, SINK_BINDING_FINALIZER, SOURCES_CONTRACT_KEY, SOURCES_CONTRACT_MAP,
+};

@@ -27,6 +27,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod flows;
+mod sources;
+pub use flows::{EventType, EventTypeSpec, Parallel, ParallelSpec, Sequence, SequenceSpec};
+pub use sources::{
+    ApiServerSource, ApiServerSourceSpec, ContainerSource, ContainerSourceSpec, CronJobSource,
+    CronJobSourceSpec, LegacyApiServerSource, LegacyApiServerSourceSpec, PingSource,
+    PingSourceSpec, SinkBinding, SinkBindingSpec,
+};
+
 /// A channel kind: namespaced, Knative's channel status, and the columns
 /// `kubectl get` shows for Knative channels (READY, REASON, URL, AGE).
 macro_rules! channel_kind {
@@ -370,7 +379,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             }
         }
     }
-    serve_older_versions(&mut broker);
+    serve_older_versions(&mut broker, &OLDER_EVENTING_VERSIONS);
     let mut trigger = Trigger::crd();
     validate_spec(
         &mut trigger,
@@ -381,7 +390,15 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             "spec.broker is immutable",
         )],
     );
-    serve_older_versions(&mut trigger);
+    serve_older_versions(&mut trigger, &OLDER_EVENTING_VERSIONS);
+    let mut sequence = Sequence::crd();
+    serve_older_versions(&mut sequence, &OLDER_FLOWS_VERSIONS);
+    let mut parallel = Parallel::crd();
+    serve_older_versions(&mut parallel, &OLDER_FLOWS_VERSIONS);
+    let mut event_type = EventType::crd();
+    serve_older_versions(&mut event_type, &OTHER_EVENTTYPE_VERSIONS);
+    let mut ping = PingSource::crd();
+    serve_older_versions(&mut ping, &["v1beta2"]);
     vec![
         channel,
         subscription,
@@ -391,6 +408,15 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ClusterChannelProvisioner::crd(),
         broker,
         trigger,
+        sequence,
+        parallel,
+        event_type,
+        ping,
+        ApiServerSource::crd(),
+        ContainerSource::crd(),
+        SinkBinding::crd(),
+        CronJobSource::crd(),
+        LegacyApiServerSource::crd(),
     ]
 }
 
@@ -398,21 +424,33 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 /// the seeds' and Knative's older ones, deprecated.
 pub const OLDER_EVENTING_VERSIONS: [&str; 2] = ["v1beta1", "v1alpha1"];
 
-/// Serve [`OLDER_EVENTING_VERSIONS`] with the stored version's schema,
-/// deprecated (kubectl warns), not stored.
-fn serve_older_versions(crd: &mut CustomResourceDefinition) {
+/// The API versions of Sequence and Parallel served besides `v1`.
+pub const OLDER_FLOWS_VERSIONS: [&str; 1] = ["v1beta1"];
+
+/// The API versions of EventType served besides the stored `v1beta2`:
+/// Knative's older `v1beta1` and newer `v1beta3` (one schema holds the
+/// fields of all three).
+pub const OTHER_EVENTTYPE_VERSIONS: [&str; 2] = ["v1beta1", "v1beta3"];
+
+/// Serve `versions` with the stored version's schema, deprecated (kubectl
+/// warns) when older than it, never stored.
+fn serve_older_versions(crd: &mut CustomResourceDefinition, versions: &[&str]) {
     let Some(stored) = crd.spec.versions.first().cloned() else {
         return;
     };
-    for name in OLDER_EVENTING_VERSIONS {
+    let group = crd.spec.group.clone();
+    for name in versions {
         let mut version = stored.clone();
-        version.name = name.to_owned();
+        version.name = (*name).to_owned();
         version.storage = false;
-        version.deprecated = Some(true);
-        version.deprecation_warning = Some(format!(
-            "eventing.knative.dev/{name} {} is deprecated; use eventing.knative.dev/{}",
-            crd.spec.names.kind, stored.name
-        ));
+        // Kubernetes orders versions so: v1 > v1beta3 > v1beta2 > v1beta1.
+        if *name < stored.name.as_str() || stored.name == "v1" {
+            version.deprecated = Some(true);
+            version.deprecation_warning = Some(format!(
+                "{group}/{name} {} is deprecated; use {group}/{}",
+                crd.spec.names.kind, stored.name
+            ));
+        }
         crd.spec.versions.push(version);
     }
 }
@@ -483,7 +521,7 @@ mod tests {
     #[test]
     fn channels_have_status_printer_columns_and_immutable_classes() {
         let all = crds();
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 17);
         for crd in &all {
             let version = &crd.spec.versions[0];
             let name = crd.metadata.name.as_deref().unwrap_or_default();
@@ -491,8 +529,8 @@ mod tests {
                 assert_eq!(crd.spec.scope, "Cluster");
                 continue;
             }
-            if crd.spec.group == "eventing.knative.dev" {
-                // Brokers and triggers: see below.
+            if crd.spec.group != "messaging.knative.dev" {
+                // Brokers, triggers, flows, event types: see below.
                 continue;
             }
             assert_eq!(crd.spec.scope, "Namespaced", "{name}");
@@ -660,6 +698,190 @@ mod tests {
         let yaml = serde_yaml_ng::to_string(&filters).expect("yaml");
         assert!(!yaml.contains("$ref"), "{yaml}");
         assert!(yaml.contains("cesql"), "{yaml}");
+    }
+
+    #[test]
+    fn flows_and_event_types_are_knatives() {
+        let all = crds();
+        let find = |kind: &str| {
+            all.iter()
+                .find(|c| c.spec.names.kind == kind)
+                .unwrap_or_else(|| panic!("{kind} CRD"))
+        };
+        for kind in ["Sequence", "Parallel"] {
+            let crd = find(kind);
+            assert_eq!(crd.spec.group, "flows.knative.dev");
+            assert_eq!(crd.spec.scope, "Namespaced");
+            assert_eq!(
+                crd.spec.names.categories.as_deref(),
+                Some(&["all".to_owned(), "knative".into(), "flows".into()][..])
+            );
+            let versions: Vec<(&str, bool, bool)> = crd
+                .spec
+                .versions
+                .iter()
+                .map(|v| (v.name.as_str(), v.storage, v.deprecated == Some(true)))
+                .collect();
+            assert_eq!(versions, [("v1", true, false), ("v1beta1", false, true)]);
+            let names: Vec<&str> = columns(&crd.spec.versions[0])
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(names, ["URL", "Ready", "Reason", "Age"], "{kind}");
+            assert!(crd.spec.versions[0]
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some());
+            assert_eq!(
+                crd.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("duck.knative.dev/addressable"))
+                    .map(String::as_str),
+                Some("true"),
+                "{kind} is Addressable"
+            );
+        }
+        let et = find("EventType");
+        assert_eq!(et.spec.group, "eventing.knative.dev");
+        let versions: Vec<(&str, bool, bool)> = et
+            .spec
+            .versions
+            .iter()
+            .map(|v| (v.name.as_str(), v.storage, v.deprecated == Some(true)))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                ("v1beta2", true, false),
+                ("v1beta1", false, true),
+                ("v1beta3", false, false)
+            ]
+        );
+        assert_eq!(
+            columns(&et.spec.versions[0]),
+            [
+                ("Type", ".spec.type"),
+                ("Source", ".spec.source"),
+                ("Schema", ".spec.schema"),
+                ("Reference", ".spec.reference.name"),
+                ("Ready", r#".status.conditions[?(@.type=="Ready")].status"#),
+                ("Reason", r#".status.conditions[?(@.type=="Ready")].reason"#),
+                ("Age", ".metadata.creationTimestamp"),
+            ]
+        );
+        // One schema holds every version's fields.
+        let mut v = et.spec.versions[0].clone();
+        let props = spec_schema(&mut v)
+            .and_then(|s| s.properties.clone())
+            .expect("spec properties");
+        for field in [
+            "type",
+            "source",
+            "schema",
+            "schemaData",
+            "reference",
+            "broker",
+            "attributes",
+        ] {
+            assert!(props.contains_key(field), "EventType spec.{field}");
+        }
+    }
+
+    #[test]
+    fn knative_flow_and_event_type_yaml_parses_into_the_types() {
+        let sequence: Sequence = serde_yaml_ng::from_str(
+            r#"
+apiVersion: flows.knative.dev/v1
+kind: Sequence
+metadata: {name: pipeline, namespace: shop}
+spec:
+  channelTemplate: {apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel}
+  steps:
+  - ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: first}
+  - uri: http://second.shop.svc.cluster.local/
+    delivery: {retry: 2}
+  reply: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+"#,
+        )
+        .expect("Sequence");
+        assert_eq!(sequence.spec.steps.len(), 2);
+        let parallel: Parallel = serde_yaml_ng::from_str(
+            r#"
+apiVersion: flows.knative.dev/v1
+kind: Parallel
+metadata: {name: fanout}
+spec:
+  branches:
+  - filter: {uri: http://even/}
+    subscriber: {ref: {apiVersion: v1, kind: Service, name: even}}
+  - subscriber: {uri: http://all/}
+    reply: {uri: http://log/}
+"#,
+        )
+        .expect("Parallel");
+        assert!(parallel.spec.branches[1].filter.is_none());
+        let v1beta1: EventType = serde_yaml_ng::from_str(
+            "apiVersion: eventing.knative.dev/v1beta1\nkind: EventType\nmetadata: {name: a}\nspec: {type: t, source: /s, broker: default}\n",
+        )
+        .expect("v1beta1 EventType");
+        assert_eq!(v1beta1.spec.broker.as_deref(), Some("default"));
+        let v1beta3: EventType = serde_yaml_ng::from_str(
+            "apiVersion: eventing.knative.dev/v1beta3\nkind: EventType\nmetadata: {name: a}\nspec:\n  attributes: [{name: type, value: t, required: true}]\n",
+        )
+        .expect("v1beta3 EventType");
+        assert_eq!(v1beta3.spec.attributes[0].value.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn sources_are_listed_by_kubectl_get_sources() {
+        let all = crds();
+        let sources: Vec<(&str, &str)> = all
+            .iter()
+            .filter(|c| {
+                c.spec
+                    .names
+                    .categories
+                    .iter()
+                    .flatten()
+                    .any(|c| c == "sources")
+            })
+            .map(|c| (c.spec.group.as_str(), c.spec.names.kind.as_str()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("sources.knative.dev", "PingSource"),
+                ("sources.knative.dev", "ApiServerSource"),
+                ("sources.knative.dev", "ContainerSource"),
+                ("sources.knative.dev", "SinkBinding"),
+                ("sources.eventing.knative.dev", "CronJobSource"),
+                ("sources.eventing.knative.dev", "ApiServerSource"),
+            ]
+        );
+        let ping = all
+            .iter()
+            .find(|c| c.spec.names.kind == "PingSource")
+            .expect("PingSource");
+        let versions: Vec<&str> = ping.spec.versions.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(versions, ["v1", "v1beta2"]);
+        let names: Vec<&str> = columns(&ping.spec.versions[0])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["Schedule", "Sink", "Age", "Ready", "Reason"]);
+        // The seeds' YAML parses into the v1alpha1 types.
+        let cron: CronJobSource = serde_yaml_ng::from_str(
+            "apiVersion: sources.eventing.knative.dev/v1alpha1\nkind: CronJobSource\nmetadata: {name: c}\nspec:\n  schedule: '*/2 * * * *'\n  data: '{}'\n  sink: {apiVersion: serving.knative.dev/v1alpha1, kind: Service, name: event-display}\n",
+        )
+        .expect("CronJobSource");
+        assert_eq!(cron.spec.schedule, "*/2 * * * *");
+        let api: LegacyApiServerSource = serde_yaml_ng::from_str(
+            "apiVersion: sources.eventing.knative.dev/v1alpha1\nkind: ApiServerSource\nmetadata: {name: a}\nspec:\n  serviceAccountName: events-sa\n  mode: Resource\n  resources: [{apiVersion: v1, kind: Event}]\n  sink: {apiVersion: eventing.knative.dev/v1alpha1, kind: Broker, name: default}\n",
+        )
+        .expect("v1alpha1 ApiServerSource");
+        assert_eq!(api.spec.resources[0].kind, "Event");
     }
 
     #[test]

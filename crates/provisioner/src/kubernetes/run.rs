@@ -1,9 +1,11 @@
 //! `provisioner controller`: the control plane as a Kubernetes controller.
 //!
 //! Watches (reflectors) keep local caches of the classes, the four channel
-//! kinds, Subscriptions, Brokers, Triggers, the namespaces labelled
+//! kinds, Subscriptions, Brokers, Triggers, Sequences, Parallels,
+//! EventTypes, the namespaces labelled
 //! `eventing.knative.dev/injection=enabled` and the contract ConfigMaps;
-//! the ConfigMaps brokers name in `spec.config` are watched one by one (a
+//! the ConfigMaps brokers name in `spec.config`, and Knative's
+//! `knative-eventing/config-features`, are watched one by one (a
 //! field selector on the name: a label selector cannot pick out a user's
 //! ConfigMaps, and watching every ConfigMap of the cluster would cache them
 //! all), started and stopped as brokers come and go. Any change wakes the
@@ -15,8 +17,9 @@
 //! holding the Lease reconciles; the others keep their caches warm.
 
 use super::controller::{
-    broker_resource, channel_resources, config_references, trigger_resource, Controller, Settings,
-    Snapshot, CONTRACT_LABEL,
+    broker_resource, channel_resources, config_references, event_type_resource, parallel_resource,
+    sequence_resource, source_resources, trigger_resource, Controller, Settings, Snapshot,
+    CONTRACT_LABEL,
 };
 use super::crd;
 use super::lease::Elector;
@@ -170,6 +173,11 @@ struct Caches {
     brokers: Store<DynamicObject>,
     triggers: Store<DynamicObject>,
     namespaces: Store<Namespace>,
+    sequences: Store<DynamicObject>,
+    parallels: Store<DynamicObject>,
+    event_types: Store<DynamicObject>,
+    /// One per source kind.
+    sources: Vec<Store<DynamicObject>>,
 }
 
 impl Caches {
@@ -190,6 +198,15 @@ impl Caches {
             brokers: own(self.brokers.state()),
             triggers: own(self.triggers.state()),
             namespaces: own(self.namespaces.state()),
+            sequences: own(self.sequences.state()),
+            parallels: own(self.parallels.state()),
+            event_types: own(self.event_types.state()),
+            sources: self
+                .sources
+                .iter()
+                .flat_map(|s| s.state())
+                .map(|o| (*o).clone())
+                .collect(),
             // Filled from the per-ConfigMap watches.
             config_maps: Vec::new(),
         }
@@ -201,8 +218,11 @@ impl Caches {
             && self.contract_maps.wait_until_ready().await.is_ok()
             && self.brokers.wait_until_ready().await.is_ok()
             && self.triggers.wait_until_ready().await.is_ok()
-            && self.namespaces.wait_until_ready().await.is_ok();
-        for s in &self.channels {
+            && self.namespaces.wait_until_ready().await.is_ok()
+            && self.sequences.wait_until_ready().await.is_ok()
+            && self.parallels.wait_until_ready().await.is_ok()
+            && self.event_types.wait_until_ready().await.is_ok();
+        for s in self.channels.iter().chain(&self.sources) {
             ok &= s.wait_until_ready().await.is_ok();
         }
         ok
@@ -371,7 +391,14 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
     let brokers_writer = Writer::new(broker_resource());
     let triggers_writer = Writer::new(trigger_resource());
     let namespaces_writer = Writer::default();
+    let sequences_writer = Writer::new(sequence_resource());
+    let parallels_writer = Writer::new(parallel_resource());
+    let event_types_writer = Writer::new(event_type_resource());
     let mut caches = Caches {
+        sequences: sequences_writer.as_reader(),
+        parallels: parallels_writer.as_reader(),
+        event_types: event_types_writer.as_reader(),
+        sources: Vec::new(),
         classes: classes_writer.as_reader(),
         subscriptions: subscriptions_writer.as_reader(),
         contract_maps: maps_writer.as_reader(),
@@ -428,6 +455,30 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
         wake.clone(),
         shutdown.clone(),
     );
+    for (ar, writer) in [
+        (sequence_resource(), sequences_writer),
+        (parallel_resource(), parallels_writer),
+        (event_type_resource(), event_types_writer),
+    ] {
+        reflect(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            writer,
+            watcher::Config::default(),
+            wake.clone(),
+            shutdown.clone(),
+        );
+    }
+    for ar in source_resources() {
+        let writer = Writer::new(ar.clone());
+        caches.sources.push(writer.as_reader());
+        reflect(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            writer,
+            watcher::Config::default(),
+            wake.clone(),
+            shutdown.clone(),
+        );
+    }
     for (_, ar) in channel_resources() {
         let writer = Writer::new(ar.clone());
         caches.channels.push(writer.as_reader());

@@ -93,6 +93,7 @@ fn healthy(plan: &Plan) -> Observations {
         in_contract: [(key(), true)].into(),
         generations: [(BackendKind::Kafka, 3)].into(),
         dispatchers: [(BackendKind::Kafka, serving(plan, 3, true))].into(),
+        ..Observations::default()
     }
 }
 

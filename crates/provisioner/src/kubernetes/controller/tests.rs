@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SYSTEM: &str = "knative-channels";
+/// Where tests put the `(type, source)` pairs the fake dispatcher reports
+/// on `GET /eventtypes` (not an API path).
+const OBSERVED_PATH: &str = "/fake-dispatcher/eventtypes";
 
 /// A dispatcher admin endpoint reporting the in-memory contract last
 /// written to the fake API as applied and every channel ready.
@@ -38,9 +41,22 @@ async fn fake_dispatcher_held(state: Shared, held: Held) -> Url {
             let (state, held) = (state.clone(), held.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
-                    move |_req: Request<hyper::body::Incoming>| {
+                    move |req: Request<hyper::body::Incoming>| {
                         let (state, held) = (state.clone(), held.clone());
                         async move {
+                            // What ingress observed, as tests put it.
+                            if req.uri().path() == "/eventtypes" {
+                                let list = state
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .objects
+                                    .get(OBSERVED_PATH)
+                                    .map(|o| o["items"].clone())
+                                    .unwrap_or_else(|| json!([]));
+                                return Ok::<_, std::convert::Infallible>(Response::new(
+                                    Full::new(Bytes::from(list.to_string())),
+                                ));
+                            }
                             let held = held.lock().unwrap_or_else(|e| e.into_inner()).clone();
                             let path = format!("/api/v1/namespaces/{SYSTEM}/configmaps/inmemory-dispatcher-contract");
                             let contract = state
@@ -85,6 +101,7 @@ async fn fake_dispatcher_held(state: Shared, held: Held) -> Url {
 fn controller(client: kube::Client, admin: Option<Url>) -> Controller {
     let mut settings = Settings::new(SYSTEM);
     settings.dispatcher_admin.clear();
+    settings.source_adapter_admin = None;
     if let Some(url) = admin {
         settings.dispatcher_admin.insert(BackendKind::InMemory, url);
     }
@@ -179,6 +196,20 @@ fn snapshot(state: &Shared) -> Snapshot {
         } else if path.contains("/channels/") {
             snap.channels
                 .push(serde_json::from_value(o).expect("channel"));
+        } else if path.contains("/sequences/") {
+            snap.sequences
+                .push(serde_json::from_value(o).expect("sequence"));
+        } else if path.contains("/parallels/") {
+            snap.parallels
+                .push(serde_json::from_value(o).expect("parallel"));
+        } else if path.contains("/eventtypes/") {
+            snap.event_types
+                .push(serde_json::from_value(o).expect("eventtype"));
+        } else if path.starts_with("/apis/sources.knative.dev/")
+            || path.starts_with("/apis/sources.eventing.knative.dev/")
+        {
+            snap.sources
+                .push(serde_json::from_value(o).expect("source"));
         }
     }
     snap
@@ -228,6 +259,10 @@ fn requests(state: &Shared, method: &str, path: &str) -> Vec<Value> {
         .map(|(_, _, b)| b.clone())
         .collect()
 }
+
+mod flows;
+mod registry;
+mod sources;
 
 #[tokio::test]
 async fn a_new_channel_gets_a_finalizer_contract_service_and_ready_status() {
@@ -1032,7 +1067,11 @@ async fn a_broker_config_map_is_read_from_the_snapshot_or_the_api() {
     assert!(requests(&state, "GET", config_path).is_empty());
     assert_eq!(
         config_references(&snapshot(&state)),
-        BTreeSet::from([("knative-eventing".to_owned(), "imc-channel".to_owned())])
+        BTreeSet::from([
+            ("knative-eventing".to_owned(), "config-features".to_owned()),
+            ("knative-eventing".to_owned(), "imc-channel".to_owned())
+        ]),
+        "the brokers' configs and Knative's feature flags"
     );
 
     // Not watched yet: read through the API.

@@ -109,6 +109,7 @@ fn observed(plan: &Plan, failing: &[&str]) -> Observations {
             })),
         )]
         .into(),
+        ..Observations::default()
     }
 }
 
