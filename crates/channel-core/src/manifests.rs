@@ -24,6 +24,9 @@ use crate::resources::{
 };
 use crate::sources::apiserver::{ApiServerSourceSpec, LegacyApiServerSourceSpec};
 use crate::sources::container::{ContainerSourceSpec, SinkBindingSpec};
+use crate::sources::github::{GitHubSourceSpec, GITHUB_VERSIONS};
+use crate::sources::gitlab::{GitLabSourceSpec, GITLAB_VERSIONS};
+use crate::sources::kafka::{KafkaSourceSpec, KAFKA_SOURCE_VERSIONS};
 use crate::sources::ping::{CronJobSourceSpec, PingSourceSpec};
 use crate::sources::{Source, LEGACY_SOURCES_VERSION, SOURCES_VERSIONS};
 use serde::de::DeserializeOwned;
@@ -51,6 +54,9 @@ pub struct Manifests {
     pub api_server_sources: Vec<Source<ApiServerSourceSpec>>,
     pub container_sources: Vec<Source<ContainerSourceSpec>>,
     pub sink_bindings: Vec<Source<SinkBindingSpec>>,
+    pub github_sources: Vec<Source<GitHubSourceSpec>>,
+    pub gitlab_sources: Vec<Source<GitLabSourceSpec>>,
+    pub kafka_sources: Vec<Source<KafkaSourceSpec>>,
     /// Documents that were skipped, and why.
     pub warnings: Vec<String>,
 }
@@ -406,6 +412,23 @@ impl Loader {
             let env: Envelope<SinkBindingSpec> = doc.parse(&what, value)?;
             let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
             self.manifests.sink_bindings.push(source);
+        } else if kind == "GitHubSource" && group_ok(GITHUB_VERSIONS) {
+            note(self)?;
+            let env: Envelope<GitHubSourceSpec> = doc.parse(&what, value)?;
+            let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
+            self.manifests.github_sources.push(source);
+        } else if kind == "GitLabSource" && group_ok(GITLAB_VERSIONS) {
+            note(self)?;
+            let env: Envelope<GitLabSourceSpec> = doc.parse(&what, value)?;
+            let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
+            self.manifests.gitlab_sources.push(source);
+        } else if kind == "KafkaSource" && group_ok(KAFKA_SOURCE_VERSIONS) {
+            note(self)?;
+            let env: Envelope<KafkaSourceSpec> = doc.parse(&what, value)?;
+            crate::sources::kafka::delivery_order(&env.metadata.annotations)
+                .map_err(|e| doc.field(&what, e))?;
+            let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
+            self.manifests.kafka_sources.push(source);
         } else if kind == "ConfigMap" && api_version == "v1" {
             note(self)?;
             let cm: ConfigMapDoc = doc.parse(&what, value)?;

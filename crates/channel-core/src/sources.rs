@@ -9,6 +9,13 @@
 //!   changes of Kubernetes objects.
 //! * [`container`]: **ContainerSource** and **SinkBinding**: a program of
 //!   the user's that sends events itself to the `K_SINK` it is given.
+//! * [`github`] and [`gitlab`]: **GitHubSource** and **GitLabSource**
+//!   (`v1alpha1`): webhook deliveries of a repository or project, the
+//!   webhook registered by the control plane.
+//! * [`kafka`]: **KafkaSource** (`v1beta1`): the records of Kafka topics.
+//!
+//! Secrets (tokens, SASL credentials) are named, never copied: see
+//! [`secret`].
 //!
 //! Every source names a `sink` (a Destination: a Broker, a channel, a
 //! Sequence or Parallel, a Service or a URI), optional `ceOverrides`
@@ -22,7 +29,11 @@
 
 pub mod apiserver;
 pub mod container;
+pub mod github;
+pub mod gitlab;
+pub mod kafka;
 pub mod ping;
+pub mod secret;
 
 use crate::contract::{BackoffPolicy, DeliveryPolicy};
 use crate::event::{is_valid_attribute_name, CONTEXT_ATTRIBUTES};
@@ -87,6 +98,9 @@ pub enum SourceSettings {
     /// A ContainerSource (or a SinkBinding's subject) run as a local
     /// program.
     ContainerSource(container::LocalProgram),
+    GitHubSource(github::GitHubSettings),
+    GitLabSource(gitlab::GitLabSettings),
+    KafkaSource(kafka::KafkaSourceSettings),
 }
 
 impl SourceSettings {
@@ -95,7 +109,19 @@ impl SourceSettings {
             SourceSettings::PingSource(_) => "PingSource",
             SourceSettings::ApiServerSource(_) => "ApiServerSource",
             SourceSettings::ContainerSource(_) => "ContainerSource",
+            SourceSettings::GitHubSource(_) => "GitHubSource",
+            SourceSettings::GitLabSource(_) => "GitLabSource",
+            SourceSettings::KafkaSource(_) => "KafkaSource",
         }
+    }
+
+    /// Whether the source receives webhooks (served on the adapter's
+    /// webhook listener at `/<namespace>/<name>`).
+    pub fn is_webhook(&self) -> bool {
+        matches!(
+            self,
+            SourceSettings::GitHubSource(_) | SourceSettings::GitLabSource(_)
+        )
     }
 }
 

@@ -180,6 +180,8 @@ type SplitQueue = PartitionQueue<SubscriptionContext>;
 pub(crate) struct Shared {
     topic: String,
     group: String,
+    /// How records become events.
+    decoder: Decoder,
     book: Mutex<Book>,
     /// The stream is gone: stop.
     closed: AtomicBool,
@@ -469,11 +471,23 @@ struct Record {
 /// The consumer type of a subscription.
 pub(crate) type SubscriptionConsumer = BaseConsumer<SubscriptionContext>;
 
+/// How a consumer turns records into events.
+#[derive(Debug, Clone)]
+pub(crate) enum Decoder {
+    /// A channel's topic: every record is a CloudEvent (a record that is
+    /// not is skipped); the partition and offset are added as
+    /// `knativekafkapartition` and `knativekafkaoffset`.
+    Channel,
+    /// A KafkaSource's topic: see [`crate::source::record_event`].
+    Source { prefix: Arc<str> },
+}
+
 /// Create the shared state of a subscription.
-pub(crate) fn shared(topic: String, group: String) -> Arc<Shared> {
+pub(crate) fn shared(topic: String, group: String, decoder: Decoder) -> Arc<Shared> {
     Arc::new(Shared {
         topic,
         group,
+        decoder,
         book: Mutex::new(Book::default()),
         closed: AtomicBool::new(false),
         consumer: OnceLock::new(),
@@ -578,6 +592,15 @@ fn to_record(shared: &Shared, msg: &rdkafka::message::BorrowedMessage<'_>) -> Op
     let key = msg
         .key()
         .map(|k| Arc::from(String::from_utf8_lossy(k).as_ref()));
+    if let Decoder::Source { prefix } = &shared.decoder {
+        return Some(Record {
+            partition,
+            offset,
+            epoch,
+            key,
+            event: Ok(crate::source::record_event(prefix, msg)),
+        });
+    }
     let event = codec::decode(msg.headers(), msg.payload()).map(|mut e| {
         e.extensions.insert(
             "knativekafkapartition".to_owned(),

@@ -23,6 +23,7 @@ pub mod config;
 pub mod consumer;
 pub mod offsets;
 pub mod provision;
+pub mod source;
 
 use async_trait::async_trait;
 use channel_core::backend::{
@@ -437,7 +438,7 @@ impl Backend for KafkaBackend {
             previous.close();
             previous.wait_done(Duration::from_secs(15)).await;
         }
-        let shared = consumer::shared(entry.topic.clone(), group.clone());
+        let shared = consumer::shared(entry.topic.clone(), group.clone(), consumer::Decoder::Channel);
         let consumer = self.consumer(&entry, shared.clone(), &group)?;
         let topic = entry.topic.clone();
         let capacity = (subscription.delivery.max_in_flight as usize).clamp(16, STREAM_QUEUE);

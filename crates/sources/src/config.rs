@@ -84,6 +84,38 @@ pub struct AdapterArgs {
     #[arg(long, env = "KN_SOURCE_MAX_REPLY_BYTES", default_value_t = 64 * 1024)]
     pub max_reply_bytes: usize,
 
+    /// Webhook listener of GitHubSources and GitLabSources: each is served
+    /// at `/<namespace>/<name>`.
+    #[arg(long, env = "KN_SOURCE_WEBHOOK_LISTEN", default_value = "0.0.0.0:8081")]
+    pub webhook_listen: SocketAddr,
+
+    /// Largest webhook payload accepted (GitHub caps its own at 25 MB);
+    /// larger ones are refused with 413.
+    #[arg(long, env = "KN_SOURCE_MAX_WEBHOOK_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_webhook_bytes: usize,
+
+    /// How long a webhook delivery's answer waits for the sink's final
+    /// outcome (GitHub gives up after 10 s); after it, 202.
+    #[arg(long, env = "KN_SOURCE_WEBHOOK_RESPONSE_TIMEOUT", default_value = "9s", value_parser = humantime::parse_duration)]
+    pub webhook_response_timeout: Duration,
+
+    /// With --manifests: register the GitHub and GitLab webhooks of the
+    /// sources (the provisioner does it otherwise) at this public base
+    /// URL of the webhook listener (`<base>/<namespace>/<name>`).
+    #[arg(long, env = "KN_SOURCE_WEBHOOK_BASE_URL")]
+    pub webhook_base_url: Option<url::Url>,
+
+    /// Where `secretKeyRef`s are read outside Kubernetes:
+    /// `<dir>/<namespace>/<secret>/<key>`, as Secrets are mounted.
+    #[arg(long, env = "KN_SOURCE_SECRETS_DIR", default_value = "secrets")]
+    pub secrets_dir: PathBuf,
+
+    /// KafkaSource consumers join their groups as static members with ids
+    /// derived from this one (stable per adapter, unique among replicas):
+    /// a restarted adapter gets its partitions back at once.
+    #[arg(long, env = "KN_SOURCE_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+
     #[arg(long, env = "KN_SOURCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }

@@ -8,15 +8,23 @@
 //! difference ([`runner`]). Several adapters may share the sources
 //! (`--replicas`, `--replica-index`): each source runs in exactly one.
 //!
-//! One module per source kind: [`ping`], [`apiserver`], [`container`].
+//! One module per source kind: [`ping`], [`apiserver`], [`container`],
+//! [`webhook`] (GitHubSource and GitLabSource deliveries, on their own
+//! listener) and [`kafka`]; [`hooks`] registers the webhooks with GitHub
+//! and GitLab (the provisioner's job, and the adapter's own with
+//! `--manifests --webhook-base-url`).
 
 pub mod apiserver;
 pub mod config;
 pub mod container;
+pub mod hooks;
+pub mod kafka;
 pub mod metrics;
 pub mod ping;
 pub mod queue;
 pub mod runner;
+pub mod secrets;
+pub mod webhook;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -64,6 +72,9 @@ pub fn load(
                 "ApiServerSource",
                 "ContainerSource",
                 "SinkBinding",
+                "GitHubSource",
+                "GitLabSource",
+                "KafkaSource",
             ];
             let problems = compiled
                 .problems
@@ -112,6 +123,8 @@ struct Report {
     problems: Vec<String>,
     last_error: Option<String>,
     ready: bool,
+    /// Webhook registrations (with --manifests --webhook-base-url).
+    hooks: Vec<hooks::HookStatus>,
 }
 
 async fn admin(
@@ -155,6 +168,7 @@ async fn admin(
                     "sources": sources,
                     "problems": r.problems,
                     "lastError": r.last_error,
+                    "webhooks": r.hooks,
                 })
             };
             respond(
@@ -200,13 +214,47 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
             local_routes: None,
         },
     );
+    let routes = webhook::Routes::default();
+    let webhook_listener = TcpListener::bind(args.webhook_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--webhook-listen)",
+                args.webhook_listen
+            )
+        })?;
     let runner = Arc::new(tokio::sync::Mutex::new(Runner::new(
         deliverer,
         metrics.clone(),
         args.queue_capacity as usize,
         replica,
         args.kubeconfig.clone(),
+        runner::Services {
+            secrets_dir: args.secrets_dir.clone(),
+            routes: routes.clone(),
+            group_instance_id: args.group_instance_id.clone(),
+        },
     )));
+    let limits = webhook::Limits {
+        max_body: args.max_webhook_bytes,
+        response_timeout: args.webhook_response_timeout,
+    };
+    let webhooks = tokio::spawn(dispatcher::server::serve(
+        "webhooks",
+        webhook_listener,
+        move |req| webhook::serve(routes.clone(), limits, req),
+        shutdown.clone(),
+        Duration::from_secs(2),
+    ));
+    // With --manifests and a public URL, this adapter registers the
+    // webhooks itself (one replica does).
+    let registrar = match (&origin, &args.webhook_base_url) {
+        (Origin::Manifests(_), Some(base)) if replica.1 == 0 => Some(Arc::new(
+            tokio::sync::Mutex::new(hooks::Registrar::new(base.clone(), Default::default())),
+        )),
+        _ => None,
+    };
+    let secrets_dir = args.secrets_dir.clone();
     let report = Arc::new(Mutex::new(Report::default()));
     let server = {
         let (runner, report, metrics) = (runner.clone(), report.clone(), metrics.clone());
@@ -226,15 +274,27 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
             Duration::from_secs(2),
         ))
     };
-    tracing::info!(admin = %args.admin_listen, replica = replica.1, replicas = replica.0, "source adapter started");
+    tracing::info!(admin = %args.admin_listen, webhooks = %args.webhook_listen, replica = replica.1, replicas = replica.0, "source adapter started");
 
     let apply = |loaded: Loaded| {
         let (runner, report) = (runner.clone(), report.clone());
+        let (registrar, secrets_dir) = (registrar.clone(), secrets_dir.clone());
         async move {
             for p in &loaded.problems {
                 tracing::warn!("source not run: {p}");
             }
             runner.lock().await.apply(&loaded.contract).await;
+            if let Some(registrar) = &registrar {
+                let store = secrets::SecretStore::Dir(secrets_dir.clone());
+                let statuses = registrar
+                    .lock()
+                    .await
+                    .reconcile(&loaded.contract.sources, &store)
+                    .await;
+                if let Ok(mut r) = report.lock() {
+                    r.hooks = statuses;
+                }
+            }
             if let Ok(mut r) = report.lock() {
                 r.generation = loaded.contract.generation;
                 r.problems = loaded.problems;
@@ -274,6 +334,7 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
     // Let delivery loops drain within the drain timeout.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = server.await;
+    let _ = webhooks.await;
     tracing::info!("source adapter stopped");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The adapter's metrics: per source (`kn_source_events_*{namespace, kind,
-//! name}`: sent, failed, retried, dropped), and the delivery engine's own
+//! name}`: sent, failed, retried, dropped, ignored, and
+//! `kn_source_webhook_rejected_total` for webhook deliveries refused), and the delivery engine's own
 //! under `kn_source_delivery_*` (labels `channel` = `<kind>/<name>`,
 //! `subscription` = the name). `retried` mirrors the engine's retry counter
 //! of the source, brought up to date whenever `/metrics` or `/status` is
@@ -26,6 +27,8 @@ pub struct Metrics {
     failed: Family<SourceLabels, Counter>,
     retried: Family<SourceLabels, Counter>,
     dropped: Family<SourceLabels, Counter>,
+    ignored: Family<SourceLabels, Counter>,
+    rejected: Family<SourceLabels, Counter>,
     /// The delivery engine's.
     pub delivery: Arc<dispatcher::metrics::Metrics>,
 }
@@ -41,6 +44,12 @@ pub struct SourceCounters {
     pub retried: Counter,
     /// Never queued: the queue was full (PingSource ticks).
     pub dropped: Counter,
+    /// Received and acknowledged but not sent on: a webhook event type the
+    /// source does not ask for, a GitHub `ping`.
+    pub ignored: Counter,
+    /// Webhook deliveries refused: bad or missing signature or token,
+    /// malformed or oversized payload.
+    pub rejected: Counter,
 }
 
 impl Default for Metrics {
@@ -56,6 +65,8 @@ impl Metrics {
         let failed = Family::<SourceLabels, Counter>::default();
         let dropped = Family::<SourceLabels, Counter>::default();
         let retried = Family::<SourceLabels, Counter>::default();
+        let ignored = Family::<SourceLabels, Counter>::default();
+        let rejected = Family::<SourceLabels, Counter>::default();
         registry.register("events_sent", "Events the sink accepted", sent.clone());
         registry.register(
             "events_retried",
@@ -72,12 +83,24 @@ impl Metrics {
             "Events not queued because the source's queue was full",
             dropped.clone(),
         );
+        registry.register(
+            "events_ignored",
+            "Webhook deliveries acknowledged and not sent on (event types not asked for, pings)",
+            ignored.clone(),
+        );
+        registry.register(
+            "webhook_rejected",
+            "Webhook deliveries refused (bad signature or token, malformed or oversized payload)",
+            rejected.clone(),
+        );
         Metrics {
             registry,
             sent,
             failed,
             retried,
             dropped,
+            ignored,
+            rejected,
             delivery: Arc::new(dispatcher::metrics::Metrics::with_prefix(
                 "kn_source_delivery",
             )),
@@ -95,6 +118,8 @@ impl Metrics {
             failed: self.failed.get_or_create(&labels).clone(),
             retried: self.retried.get_or_create(&labels).clone(),
             dropped: self.dropped.get_or_create(&labels).clone(),
+            ignored: self.ignored.get_or_create(&labels).clone(),
+            rejected: self.rejected.get_or_create(&labels).clone(),
         }
     }
 
@@ -128,6 +153,8 @@ impl Metrics {
         self.failed.remove(&labels);
         self.retried.remove(&labels);
         self.dropped.remove(&labels);
+        self.ignored.remove(&labels);
+        self.rejected.remove(&labels);
     }
 
     /// OpenMetrics text of both registries.

@@ -42,7 +42,7 @@ pub fn ping_event(
 pub async fn run(
     source: SourceContract,
     settings: PingSettings,
-    queue: mpsc::Sender<Event>,
+    queue: mpsc::Sender<crate::queue::Queued>,
     state: Arc<SourceState>,
     stop: CancellationToken,
 ) {
@@ -69,7 +69,7 @@ pub async fn run(
         }
         let event = ping_event(&source, &settings, next);
         state.ticked(&next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        match queue.try_send(event) {
+        match queue.try_send(event.into()) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 state.counters.dropped.inc();

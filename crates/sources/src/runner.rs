@@ -10,6 +10,10 @@
 //! or delivery reaches the running loop without a restart; a new schedule,
 //! watch set, program or `ceOverrides` restarts that source; sources that
 //! are gone stop (their queued events go with them).
+//!
+//! Webhook sources (GitHubSource, GitLabSource) and KafkaSources run in
+//! every replica: a webhook delivery may reach any replica, and a Kafka
+//! consumer group spreads the partitions over its members by itself.
 
 use crate::config::owns;
 use crate::metrics::{Metrics, SourceCounters};
@@ -166,6 +170,22 @@ fn channel(c: &SourceContract) -> ChannelContract {
     }
 }
 
+/// Whether every replica runs the source (see the module's docs).
+fn runs_everywhere(s: &SourceContract) -> bool {
+    s.settings.is_webhook() || matches!(s.settings, SourceSettings::KafkaSource(_))
+}
+
+/// What the runner needs besides the engine.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Where `secretKeyRef`s are read outside Kubernetes.
+    pub secrets_dir: PathBuf,
+    /// The webhook listener's routes.
+    pub routes: crate::webhook::Routes,
+    /// Static membership of KafkaSource consumers (`--group-instance-id`).
+    pub group_instance_id: Option<String>,
+}
+
 /// The Kubernetes API ApiServerSources watch, connected on first use.
 enum Kube {
     NotYet(Option<PathBuf>),
@@ -181,6 +201,7 @@ pub struct Runner {
     replicas: u32,
     index: u32,
     kube: Kube,
+    services: Services,
     running: BTreeMap<String, Running>,
 }
 
@@ -191,6 +212,7 @@ impl Runner {
         queue_capacity: usize,
         (replicas, index): (u32, u32),
         kubeconfig: Option<PathBuf>,
+        services: Services,
     ) -> Runner {
         Runner {
             deliverer,
@@ -199,8 +221,23 @@ impl Runner {
             replicas,
             index,
             kube: Kube::NotYet(kubeconfig),
+            services,
             running: BTreeMap::new(),
         }
+    }
+
+    /// Where secrets are read: the Kubernetes API when the adapter runs in
+    /// a cluster (or was given a kubeconfig), the secrets directory
+    /// otherwise.
+    async fn secrets(&mut self) -> crate::secrets::SecretStore {
+        let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        let configured = matches!(&self.kube, Kube::NotYet(Some(_)) | Kube::Ready(..));
+        if in_cluster || configured {
+            if let Ok((client, _)) = self.kube().await {
+                return crate::secrets::SecretStore::Kube(client);
+            }
+        }
+        crate::secrets::SecretStore::Dir(self.services.secrets_dir.clone())
     }
 
     async fn kube(&mut self) -> Result<(kube::Client, String), String> {
@@ -225,7 +262,7 @@ impl Runner {
         let wanted: BTreeMap<&str, &SourceContract> = contract
             .sources
             .iter()
-            .filter(|s| owns(&s.uid, self.replicas, self.index))
+            .filter(|s| runs_everywhere(s) || owns(&s.uid, self.replicas, self.index))
             .map(|s| (s.uid.as_str(), s))
             .collect();
         let gone: Vec<String> = self
@@ -263,6 +300,11 @@ impl Runner {
     fn stop(&self, r: Running, why: &str) {
         r.stop.cancel();
         let c = &r.contract;
+        if c.settings.is_webhook() {
+            self.services
+                .routes
+                .remove(&crate::webhook::path(&c.namespace, &c.name));
+        }
         self.metrics.forget(&c.namespace, c.kind(), &c.name);
         tracing::info!(source = %c.key(), kind = c.kind(), "source stopped ({why})");
     }
@@ -282,6 +324,33 @@ impl Runner {
                     state.clone(),
                     stop.clone(),
                 ));
+            }
+            SourceSettings::KafkaSource(kafka) => {
+                let (config_tx, config_rx) = watch::channel(Arc::new(subscription(source)));
+                config = Some(config_tx);
+                let secrets = self.secrets().await;
+                let deliverer = self.deliverer.clone();
+                let channel = Arc::new(channel(source));
+                let (source, kafka, state, stop) =
+                    (source.clone(), kafka.clone(), state.clone(), stop.clone());
+                let instance = self.services.group_instance_id.clone();
+                tokio::spawn(async move {
+                    let stream = crate::kafka::subscribe(
+                        &source,
+                        &kafka,
+                        &secrets,
+                        instance.as_deref(),
+                        &state,
+                        &stop,
+                    )
+                    .await;
+                    if let Some(stream) = stream {
+                        let counted = crate::queue::Counted::new(stream, counters);
+                        deliverer
+                            .run_subscription(channel, config_rx, Box::new(counted), stop)
+                            .await
+                    }
+                });
             }
             settings => {
                 let (tx, stream) = crate::queue::queue(self.queue_capacity, counters);
@@ -321,7 +390,21 @@ impl Runner {
                             });
                         }
                     },
-                    SourceSettings::ContainerSource(_) => {}
+                    SourceSettings::GitHubSource(_) | SourceSettings::GitLabSource(_) => {
+                        if let Some(receiver) = crate::webhook::Receiver::of(settings) {
+                            let secrets = self.secrets().await;
+                            tokio::spawn(crate::webhook::route(
+                                source.clone(),
+                                receiver,
+                                secrets,
+                                self.services.routes.clone(),
+                                tx,
+                                state.clone(),
+                                stop.clone(),
+                            ));
+                        }
+                    }
+                    SourceSettings::ContainerSource(_) | SourceSettings::KafkaSource(_) => {}
                 }
             }
         }

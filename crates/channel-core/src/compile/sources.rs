@@ -12,6 +12,7 @@
 //! [`SourcesContract`]: crate::sources::SourcesContract
 
 use super::{resolve_destination, resolve_policy, stable_uid, Index, Problem};
+use crate::contract::DeliveryOrder;
 use crate::manifests::Manifests;
 use crate::resources::{DeliverySpec, Destination, ObjectMeta};
 use crate::sources::container::first_container;
@@ -34,6 +35,8 @@ struct Common<'a> {
     sink: &'a Destination,
     overrides: Option<&'a CloudEventOverrides>,
     delivery: Option<&'a DeliverySpec>,
+    /// The delivery order the kind imposes or its annotation asks for.
+    order: Option<DeliveryOrder>,
 }
 
 impl Common<'_> {
@@ -73,10 +76,8 @@ impl Common<'_> {
             Some(d) => resolve_policy(Some(d))
                 .map_err(|m| self.problem("InvalidDelivery", format!("spec.delivery: {m}")))?,
         };
-        // An object's changes reach the sink in the order they happened,
-        // one at a time, as Knative's adapter sends them.
-        if matches!(settings, SourceSettings::ApiServerSource(_)) {
-            delivery.order = crate::contract::DeliveryOrder::Ordered;
+        if let Some(order) = self.order {
+            delivery.order = order;
         }
         let dead_letter = match self.delivery.and_then(|d| d.dead_letter_sink.as_ref()) {
             None => None,
@@ -120,6 +121,7 @@ fn common<'a, S>(
         sink,
         overrides,
         delivery,
+        order: None,
     }
 }
 
@@ -154,13 +156,16 @@ pub(super) fn compile_sources(
         add(c, Ok(Some(SourceSettings::PingSource(s.spec.settings()))));
     }
     for s in &m.api_server_sources {
-        let c = common(
+        let mut c = common(
             "ApiServerSource",
             s,
             &s.spec.sink,
             s.spec.ce_overrides.as_ref(),
             s.spec.delivery.as_ref(),
         );
+        // An object's changes reach the sink in the order they happened,
+        // one at a time, as Knative's adapter sends them.
+        c.order = Some(DeliveryOrder::Ordered);
         let settings = s
             .spec
             .settings(s.metadata.namespace())
@@ -193,6 +198,65 @@ pub(super) fn compile_sources(
             None,
         );
         add(c, Ok(None));
+    }
+    for s in &m.github_sources {
+        let c = common(
+            "GitHubSource",
+            s,
+            &s.spec.sink,
+            s.spec.ce_overrides.as_ref(),
+            s.spec.delivery.as_ref(),
+        );
+        let settings = s
+            .spec
+            .settings(s.metadata.namespace())
+            .map(|g| Some(SourceSettings::GitHubSource(g)))
+            .map_err(|e| c.problem("InvalidSpec", format!("{}: {}", e.path, e.message)));
+        add(c, settings);
+    }
+    for s in &m.gitlab_sources {
+        let c = common(
+            "GitLabSource",
+            s,
+            &s.spec.sink,
+            s.spec.ce_overrides.as_ref(),
+            s.spec.delivery.as_ref(),
+        );
+        let settings = s
+            .spec
+            .settings(s.metadata.namespace())
+            .map(|g| Some(SourceSettings::GitLabSource(g)))
+            .map_err(|e| c.problem("InvalidSpec", format!("{}: {}", e.path, e.message)));
+        add(c, settings);
+    }
+    for s in &m.kafka_sources {
+        let mut c = common(
+            "KafkaSource",
+            s,
+            &s.spec.sink,
+            s.spec.ce_overrides.as_ref(),
+            s.spec.delivery.as_ref(),
+        );
+        let ns = s.metadata.namespace();
+        let uid = s
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| stable_uid("KafkaSource", ns, &s.metadata.name));
+        // Knative's KafkaSource delivers each partition in order unless
+        // the annotation asks otherwise.
+        let order = crate::sources::kafka::delivery_order(&s.metadata.annotations);
+        c.order = Some(
+            order
+                .clone()
+                .ok()
+                .flatten()
+                .unwrap_or(DeliveryOrder::Ordered),
+        );
+        let settings = order
+            .map(|_| Some(SourceSettings::KafkaSource(s.spec.settings(ns, &uid))))
+            .map_err(|e| c.problem("InvalidSpec", format!("{}: {}", e.path, e.message)));
+        add(c, settings);
     }
     out.sort_by(|a, b| (&a.namespace, &a.name, a.kind()).cmp(&(&b.namespace, &b.name, b.kind())));
     (out, sinks)

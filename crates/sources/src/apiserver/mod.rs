@@ -115,7 +115,7 @@ pub async fn run(
     source: String,
     settings: ApiServerSettings,
     extensions: BTreeMap<String, String>,
-    events: mpsc::Sender<channel_core::event::Event>,
+    events: mpsc::Sender<crate::queue::Queued>,
     stop: CancellationToken,
 ) -> Result<(), String> {
     let selected = Arc::new(RwLock::new(BTreeSet::new()));
@@ -171,7 +171,7 @@ struct WatchContext {
     selected: Option<Arc<RwLock<BTreeSet<String>>>>,
     /// `ceOverrides.extensions`.
     extensions: BTreeMap<String, String>,
-    events: mpsc::Sender<channel_core::event::Event>,
+    events: mpsc::Sender<crate::queue::Queued>,
     stop: CancellationToken,
     what: String,
 }
@@ -233,7 +233,7 @@ async fn watch_one(api: Api<DynamicObject>, config: watcher::Config, cx: WatchCo
             }
             tokio::select! {
                 _ = cx.stop.cancelled() => return,
-                sent = cx.events.send(event) => if sent.is_err() { return },
+                sent = cx.events.send(event.into()) => if sent.is_err() { return },
             }
         }
     }

@@ -1,0 +1,413 @@
+//! Registering the webhooks of GitHubSources and GitLabSources with GitHub
+//! and GitLab: the control plane's half of a webhook source.
+//!
+//! [`github`] and [`gitlab`] speak the two REST APIs (create, update,
+//! delete; an existing hook with the same URL is adopted rather than
+//! duplicated, so losing the recorded id never leaves two hooks).
+//! [`Registrar`] keeps what is registered for a set of sources and applies
+//! a new set by difference: a new source's hook is created, a changed one
+//! (events, secret, URL) updated, a removed one deleted; unchanged ones
+//! cost no request. Failures are kept per source and retried on the next
+//! [`Registrar::reconcile`]. The provisioner (standalone and Kubernetes)
+//! and the adapter in `--manifests` mode use it.
+//!
+//! Tokens travel only in request headers and bodies; errors name the
+//! source and the API's answer, never a token.
+
+pub mod github;
+pub mod gitlab;
+
+use crate::secrets::SecretStore;
+use bytes::Bytes;
+use channel_core::sources::{SourceContract, SourceSettings};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use url::Url;
+
+/// How long one API request may take.
+pub const API_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest API answer read.
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
+
+/// Why a hook could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookError {
+    /// A secret could not be read.
+    #[error("{0}")]
+    Secret(String),
+    /// The API refused the token (401, 403).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The repository, organisation or project does not exist (or the
+    /// token cannot see it).
+    #[error("{0}")]
+    NotFound(String),
+    /// The API refused the hook (400, 422).
+    #[error("{0}")]
+    Invalid(String),
+    /// The API could not be reached or failed (5xx, timeouts).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl HookError {
+    /// The condition reason for status.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HookError::Secret(_) => "SecretNotFound",
+            HookError::Unauthorized(_) => "Unauthorized",
+            HookError::NotFound(_) => "RepositoryNotFound",
+            HookError::Invalid(_) => "WebhookRefused",
+            HookError::Unavailable(_) => "ApiUnavailable",
+        }
+    }
+}
+
+/// An HTTP(S) client for the forges' APIs (system roots).
+#[derive(Clone)]
+pub struct ApiClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiClient")
+    }
+}
+
+impl ApiClient {
+    pub fn new() -> ApiClient {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match builder.with_native_roots() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "no system root certificates; HTTPS APIs will fail verification");
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(rustls_config_without_roots())
+            }
+        };
+        let connector = builder.https_or_http().enable_http1().build();
+        ApiClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    /// Send a JSON request; the answer's status and JSON body (`Null`
+    /// when empty or not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), HookError> {
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(url.as_str())
+            .header("user-agent", "knative-rs-sources")
+            .header("accept", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let payload = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(b).unwrap_or_default())
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(payload))
+            .map_err(|e| HookError::Invalid(format!("{method} {url}: {e}")))?;
+        let unavailable =
+            |e: String| HookError::Unavailable(format!("{method} {}: {e}", redact(url)));
+        let answer = tokio::time::timeout(API_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| unavailable(format!("no answer within {API_TIMEOUT:?}")))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        let status = answer.status();
+        let bytes = Limited::new(answer.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, json))
+    }
+}
+
+impl Default for ApiClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn rustls_config_without_roots() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
+/// A URL without its query (tokens never go in queries here, but a
+/// user-given API URL might carry one).
+fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
+}
+
+/// The API's own message, for errors.
+fn message(status: StatusCode, body: &Value) -> String {
+    let text = body
+        .get("message")
+        .map(|m| match m {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .or_else(|| body.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    let details = body
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|errs| {
+            errs.iter()
+                .filter_map(|e| e.get("message").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|d| !d.is_empty());
+    match details {
+        Some(d) => format!("{status}: {text} ({d})"),
+        None => format!("{status}: {text}"),
+    }
+}
+
+/// Map an unexpected answer to the error.
+pub(crate) fn failure(what: &str, status: StatusCode, body: &Value) -> HookError {
+    let m = format!("{what}: {}", message(status, body));
+    match status.as_u16() {
+        401 | 403 => HookError::Unauthorized(m),
+        404 => HookError::NotFound(m),
+        400 | 409 | 422 => HookError::Invalid(m),
+        _ => HookError::Unavailable(m),
+    }
+}
+
+/// What one hook is registered as: its id and what it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registered {
+    pub kind: String,
+    pub id: u64,
+    /// The API the hook lives at (the repository's or project's).
+    pub hooks_url: String,
+    pub webhook_url: String,
+    /// The access token's reference (to delete the hook once the source
+    /// is gone).
+    pub access_token: channel_core::sources::secret::SecretRef,
+    /// What the hook was last written from (settings and secret digest):
+    /// a different fingerprint means update.
+    pub fingerprint: String,
+}
+
+/// The registration of one source, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookStatus {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    pub webhook_url: String,
+    /// `None` when registered; else the failure's reason and message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<(String, String)>,
+}
+
+/// The webhook URL of a source: `<base>/<namespace>/<name>`, `https`
+/// when the source asks GitHub for a secure hook.
+pub fn webhook_url(base: &Url, source: &SourceContract) -> Url {
+    let mut url = base.clone();
+    let path = format!(
+        "{}/{}/{}",
+        base.path().trim_end_matches('/'),
+        source.namespace,
+        source.name
+    );
+    url.set_path(&path);
+    if matches!(&source.settings, SourceSettings::GitHubSource(g) if g.secure) {
+        let _ = url.set_scheme("https");
+    }
+    url
+}
+
+fn digest(parts: &[&str]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Keeps the hooks of a set of webhook sources registered.
+#[derive(Debug)]
+pub struct Registrar {
+    api: ApiClient,
+    base: Url,
+    /// By source uid.
+    registered: BTreeMap<String, Registered>,
+}
+
+impl Registrar {
+    /// A registrar announcing hooks under `base`, starting from what was
+    /// recorded (`registered`, by source uid).
+    pub fn new(base: Url, registered: BTreeMap<String, Registered>) -> Registrar {
+        Registrar {
+            api: ApiClient::new(),
+            base,
+            registered,
+        }
+    }
+
+    /// What is registered, by source uid (to persist).
+    pub fn registered(&self) -> &BTreeMap<String, Registered> {
+        &self.registered
+    }
+
+    /// Register the hooks of the webhook sources among `sources`, delete
+    /// those of sources that are gone. Returns each source's status.
+    pub async fn reconcile(
+        &mut self,
+        sources: &[SourceContract],
+        secrets: &SecretStore,
+    ) -> Vec<HookStatus> {
+        let wanted: BTreeMap<&str, &SourceContract> = sources
+            .iter()
+            .filter(|s| s.settings.is_webhook())
+            .map(|s| (s.uid.as_str(), s))
+            .collect();
+        let gone: Vec<String> = self
+            .registered
+            .keys()
+            .filter(|uid| !wanted.contains_key(uid.as_str()))
+            .cloned()
+            .collect();
+        for uid in gone {
+            let Some(r) = self.registered.get(&uid).cloned() else {
+                continue;
+            };
+            match self.delete(&r, secrets).await {
+                Ok(()) => {
+                    self.registered.remove(&uid);
+                }
+                Err(e) => {
+                    tracing::warn!(hook = r.id, url = %r.hooks_url, error = %e, "cannot delete the webhook of a removed source; retried later")
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (uid, source) in wanted {
+            let url = webhook_url(&self.base, source);
+            let result = self.ensure(source, &url, secrets).await;
+            let (id, error) = match result {
+                Ok(id) => (Some(id), None),
+                Err(e) => {
+                    tracing::warn!(source = %source.key(), kind = source.kind(), reason = e.reason(), error = %e, "webhook not registered");
+                    (
+                        self.registered.get(uid).map(|r| r.id),
+                        Some((e.reason().to_owned(), e.to_string())),
+                    )
+                }
+            };
+            out.push(HookStatus {
+                kind: source.kind().to_owned(),
+                namespace: source.namespace.clone(),
+                name: source.name.clone(),
+                id,
+                webhook_url: url.to_string(),
+                error,
+            });
+        }
+        out
+    }
+
+    async fn ensure(
+        &mut self,
+        source: &SourceContract,
+        url: &Url,
+        secrets: &SecretStore,
+    ) -> Result<u64, HookError> {
+        let (access, secret) = match &source.settings {
+            SourceSettings::GitHubSource(g) => (&g.access_token, &g.secret_token),
+            SourceSettings::GitLabSource(g) => (&g.access_token, &g.secret_token),
+            _ => return Err(HookError::Invalid("not a webhook source".into())),
+        };
+        let token = secrets.read(access).await.map_err(HookError::Secret)?;
+        let secret = secrets.read(secret).await.map_err(HookError::Secret)?;
+        let settings = serde_json::to_string(&source.settings).unwrap_or_default();
+        let fingerprint = digest(&[&settings, url.as_str(), secret.expose(), token.expose()]);
+        let previous = self.registered.get(&source.uid);
+        if let Some(p) = previous.filter(|p| p.fingerprint == fingerprint) {
+            return Ok(p.id);
+        }
+        let known = previous.map(|p| p.id);
+        let (id, hooks_url) = match &source.settings {
+            SourceSettings::GitHubSource(g) => {
+                github::ensure(&self.api, g, &token, &secret, url, known).await?
+            }
+            SourceSettings::GitLabSource(g) => {
+                gitlab::ensure(&self.api, g, &token, &secret, url, known).await?
+            }
+            _ => unreachable_kind()?,
+        };
+        tracing::info!(source = %source.key(), kind = source.kind(), hook = id, url = %url, "webhook registered");
+        self.registered.insert(
+            source.uid.clone(),
+            Registered {
+                kind: source.kind().to_owned(),
+                id,
+                hooks_url,
+                webhook_url: url.to_string(),
+                access_token: access.clone(),
+                fingerprint,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Delete a removed source's hook, with the access token it was
+    /// registered with. A token that can no longer be read (the secret
+    /// went with the source) leaves the hook in place, with a warning.
+    async fn delete(&self, r: &Registered, secrets: &SecretStore) -> Result<(), HookError> {
+        let token = match secrets.read(&r.access_token).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(hook = r.id, url = %r.hooks_url, error = %e, "the webhook of a removed source is left in place: its access token cannot be read");
+                return Ok(());
+            }
+        };
+        let hooks = Url::parse(&r.hooks_url).map_err(|e| HookError::Invalid(e.to_string()))?;
+        match r.kind.as_str() {
+            "GitHubSource" => github::delete(&self.api, &hooks, &token, r.id).await,
+            _ => gitlab::delete(&self.api, &hooks, &token, r.id).await,
+        }
+    }
+}
+
+fn unreachable_kind() -> Result<(u64, String), HookError> {
+    Err(HookError::Invalid("not a webhook source".into()))
+}
