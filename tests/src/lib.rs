@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub mod apiserver;
 pub mod compose;
+pub mod forges;
 pub mod kafka;
 pub mod nats;
 pub mod provisioner;

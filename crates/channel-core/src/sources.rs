@@ -98,9 +98,9 @@ pub enum SourceSettings {
     /// A ContainerSource (or a SinkBinding's subject) run as a local
     /// program.
     ContainerSource(container::LocalProgram),
-    GitHubSource(github::GitHubSettings),
-    GitLabSource(gitlab::GitLabSettings),
-    KafkaSource(kafka::KafkaSourceSettings),
+    GitHubSource(Box<github::GitHubSettings>),
+    GitLabSource(Box<gitlab::GitLabSettings>),
+    KafkaSource(Box<kafka::KafkaSourceSettings>),
 }
 
 impl SourceSettings {

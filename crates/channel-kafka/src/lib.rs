@@ -438,7 +438,11 @@ impl Backend for KafkaBackend {
             previous.close();
             previous.wait_done(Duration::from_secs(15)).await;
         }
-        let shared = consumer::shared(entry.topic.clone(), group.clone(), consumer::Decoder::Channel);
+        let shared = consumer::shared(
+            entry.topic.clone(),
+            group.clone(),
+            consumer::Decoder::Channel,
+        );
         let consumer = self.consumer(&entry, shared.clone(), &group)?;
         let topic = entry.topic.clone();
         let capacity = (subscription.delivery.max_in_flight as usize).clamp(16, STREAM_QUEUE);

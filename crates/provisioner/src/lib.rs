@@ -27,3 +27,4 @@ pub mod registry;
 pub mod standalone;
 pub mod status;
 pub mod table;
+pub mod webhooks;

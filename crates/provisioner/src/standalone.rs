@@ -90,6 +90,19 @@ pub struct StandaloneArgs {
     )]
     pub source_adapter_admin: Vec<Url>,
 
+    /// The public URL of the source adapter's webhook listener
+    /// (`--webhook-listen`): GitHub and GitLab webhooks are registered as
+    /// `<URL>/<namespace>/<name>`. Without it no webhook is registered.
+    #[arg(long, env = "KN_PROVISIONER_WEBHOOK_BASE_URL")]
+    pub webhook_base_url: Option<Url>,
+
+    /// Where `secretKeyRef`s are read (access and secret tokens of
+    /// GitHubSources and GitLabSources): `<dir>/<namespace>/<secret>/<key>`,
+    /// the layout of mounted Secrets. The adapter's `--secrets-dir` should
+    /// be the same directory.
+    #[arg(long, env = "KN_PROVISIONER_SECRETS_DIR", default_value = "secrets")]
+    pub secrets_dir: PathBuf,
+
     /// How often the manifests are checked for changes and the dispatchers
     /// polled.
     #[arg(long, env = "KN_PROVISIONER_WATCH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -228,6 +241,8 @@ struct Reconciler {
     report: Arc<Mutex<StatusReport>>,
     /// Auto-created EventTypes.
     auto_event_types: crate::registry::AutoRegistry,
+    /// GitHub and GitLab webhook registrations.
+    webhooks: crate::webhooks::Webhooks,
 }
 
 impl Reconciler {
@@ -502,6 +517,7 @@ impl Reconciler {
             obs.dispatchers.insert(backend, observation);
         }
         obs.sources = self.poll_source_adapters().await;
+        obs.webhooks = self.webhooks.reconcile(&plan.sources).await;
         let mut resources = status::compute(&plan, &obs);
         let event_types = self.registry(&plan, &manifests).await;
         resources.extend(event_types.iter().map(|e| e.row()));
@@ -651,6 +667,11 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         report,
         auto_event_types: crate::registry::AutoRegistry::load(
             &args.contracts_dir.join("eventtypes.json"),
+        ),
+        webhooks: crate::webhooks::Webhooks::load(
+            args.webhook_base_url.clone(),
+            &args.contracts_dir,
+            args.secrets_dir.clone(),
         ),
         args,
     };

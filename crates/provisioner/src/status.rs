@@ -209,6 +209,8 @@ pub struct Observations {
     pub dispatchers: BTreeMap<BackendKind, DispatcherObservation>,
     /// The source adapters' `/status`.
     pub sources: sources::AdapterObservation,
+    /// The webhooks registered for GitHub and GitLab sources.
+    pub webhooks: sources::WebhookObservation,
 }
 
 /// Compute the status of every channel and subscription: planned ones and
@@ -250,7 +252,7 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
         out.push(problem_status(problem));
     }
     flows::add_flow_statuses(&plan.flows, &mut out);
-    sources::add_source_statuses(plan, &obs.sources, &mut out);
+    sources::add_source_statuses(plan, &obs.sources, &obs.webhooks, &mut out);
     out.sort_by(|a, b| {
         (kind_order(&a.kind), &a.namespace, &a.name).cmp(&(
             kind_order(&b.kind),

@@ -210,7 +210,7 @@ pub(super) fn compile_sources(
         let settings = s
             .spec
             .settings(s.metadata.namespace())
-            .map(|g| Some(SourceSettings::GitHubSource(g)))
+            .map(|g| Some(SourceSettings::GitHubSource(Box::new(g))))
             .map_err(|e| c.problem("InvalidSpec", format!("{}: {}", e.path, e.message)));
         add(c, settings);
     }
@@ -225,7 +225,7 @@ pub(super) fn compile_sources(
         let settings = s
             .spec
             .settings(s.metadata.namespace())
-            .map(|g| Some(SourceSettings::GitLabSource(g)))
+            .map(|g| Some(SourceSettings::GitLabSource(Box::new(g))))
             .map_err(|e| c.problem("InvalidSpec", format!("{}: {}", e.path, e.message)));
         add(c, settings);
     }
@@ -254,7 +254,11 @@ pub(super) fn compile_sources(
                 .unwrap_or(DeliveryOrder::Ordered),
         );
         let settings = order
-            .map(|_| Some(SourceSettings::KafkaSource(s.spec.settings(ns, &uid))))
+            .map(|_| {
+                Some(SourceSettings::KafkaSource(Box::new(
+                    s.spec.settings(ns, &uid),
+                )))
+            })
             .map_err(|e| c.problem("InvalidSpec", format!("{}: {}", e.path, e.message)));
         add(c, settings);
     }

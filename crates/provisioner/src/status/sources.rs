@@ -6,7 +6,12 @@
 //!   starts, restarts, or cannot be asked; `False` with its message when it
 //!   failed, e.g. an ApiServerSource watching a kind the API does not
 //!   serve);
-//! * `Ready`: both.
+//! * `WebhookRegistered` (GitHubSource, GitLabSource): the webhook is
+//!   registered with GitHub or GitLab (`status.webhookIDKey` holds its id);
+//!   `False` with the API's answer (`Unauthorized`, `RepositoryNotFound`,
+//!   `WebhookRefused`, `ApiUnavailable`, `SecretNotFound`), `Unknown`
+//!   while no public webhook URL is configured;
+//! * `Ready`: all of them.
 //!
 //! A SinkBinding runs nothing itself: outside Kubernetes it has
 //! `SinkProvided` and `Ready` only (its `sinkUri` is what a local program
@@ -19,12 +24,43 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The source kinds.
-pub const SOURCE_KINDS: [&str; 4] = [
+pub const SOURCE_KINDS: [&str; 7] = [
     "PingSource",
     "ApiServerSource",
     "ContainerSource",
     "SinkBinding",
+    "GitHubSource",
+    "GitLabSource",
+    "KafkaSource",
 ];
+
+/// What the control plane knows of the webhooks it registers.
+#[derive(Debug, Clone, Default)]
+pub enum WebhookObservation {
+    /// No public webhook URL is configured: nothing is registered.
+    #[default]
+    Unconfigured,
+    /// The registrations, by source uid.
+    Report(BTreeMap<String, sources::hooks::HookStatus>),
+}
+
+impl WebhookObservation {
+    /// From a registrar's answer.
+    pub fn from_statuses(
+        statuses: Vec<sources::hooks::HookStatus>,
+        uids: &BTreeMap<(String, String, String), String>,
+    ) -> WebhookObservation {
+        WebhookObservation::Report(
+            statuses
+                .into_iter()
+                .filter_map(|h| {
+                    let uid = uids.get(&(h.kind.clone(), h.namespace.clone(), h.name.clone()))?;
+                    Some((uid.clone(), h))
+                })
+                .collect(),
+        )
+    }
+}
 
 /// One source as the adapter's `/status` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +102,13 @@ pub struct SourceStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink_uri: Option<String>,
+    /// GitHubSource and GitLabSource: the id of the registered webhook.
+    #[serde(
+        default,
+        rename = "webhookIDKey",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub webhook_id_key: Option<String>,
 }
 
 fn row(kind: &str, namespace: &str, name: &str, status: SourceStatus) -> ResourceStatus {
@@ -128,12 +171,49 @@ fn capitalized(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `WebhookRegistered` of a webhook source, and the hook's id.
+fn webhook(uid: &str, hooks: &WebhookObservation) -> (Condition, Option<String>) {
+    match hooks {
+        WebhookObservation::Unconfigured => (
+            Condition::new(
+                "WebhookRegistered",
+                ConditionStatus::Unknown,
+                "WebhookUrlUnknown",
+                "no public URL of the source adapter's webhook listener is configured (--webhook-base-url)".into(),
+            ),
+            None,
+        ),
+        WebhookObservation::Report(hooks) => match hooks.get(uid) {
+            None => (
+                Condition::new(
+                    "WebhookRegistered",
+                    ConditionStatus::Unknown,
+                    "Registering",
+                    String::new(),
+                ),
+                None,
+            ),
+            Some(h) => {
+                let id = h.id.map(|i| i.to_string());
+                match &h.error {
+                    None => (Condition::ready("WebhookRegistered", "Registered"), id),
+                    Some((reason, message)) => (
+                        Condition::new("WebhookRegistered", ConditionStatus::False, reason, message.clone()),
+                        id,
+                    ),
+                }
+            }
+        },
+    }
+}
+
 /// Add a row for every planned source (those with problems have theirs
 /// already), the SinkBindings' sinks, and the ContainerSources that run
 /// as Deployments.
 pub(super) fn add_source_statuses(
     plan: &Plan,
     adapters: &AdapterObservation,
+    hooks: &WebhookObservation,
     out: &mut Vec<ResourceStatus>,
 ) {
     let has_problem = |kind: &str, ns: &str, name: &str| {
@@ -144,6 +224,12 @@ pub(super) fn add_source_statuses(
     for s in &plan.sources {
         let sink = Condition::ready("SinkProvided", "");
         let mut conditions = vec![sink, deployed(&s.uid, s.generation, adapters)];
+        let mut webhook_id_key = None;
+        if s.settings.is_webhook() {
+            let (condition, id) = webhook(&s.uid, hooks);
+            conditions.push(condition);
+            webhook_id_key = id;
+        }
         summarize(&mut conditions);
         out.push(row(
             s.kind(),
@@ -153,6 +239,7 @@ pub(super) fn add_source_statuses(
                 observed_generation: Some(s.generation),
                 conditions,
                 sink_uri: Some(s.sink.to_string()),
+                webhook_id_key,
             },
         ));
     }
@@ -185,6 +272,7 @@ pub(super) fn add_source_statuses(
                 observed_generation: None,
                 conditions,
                 sink_uri: Some(sink.to_string()),
+                webhook_id_key: None,
             },
         ));
     }
@@ -208,6 +296,7 @@ pub(super) fn problem_status(p: &Problem) -> Option<serde_json::Value> {
         observed_generation: None,
         conditions,
         sink_uri: None,
+        webhook_id_key: None,
     })
     .ok()
 }
@@ -222,7 +311,7 @@ mod tests {
         let manifests = load_str("s.yaml", yaml).expect("manifests");
         let plan = plan(&manifests, &BTreeMap::new(), &Addressing::default());
         let mut out = Vec::new();
-        add_source_statuses(&plan, adapters, &mut out);
+        add_source_statuses(&plan, adapters, &WebhookObservation::Unconfigured, &mut out);
         for p in &plan.problems {
             if let Some(status) = problem_status(p) {
                 out.push(ResourceStatus {

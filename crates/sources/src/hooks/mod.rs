@@ -17,7 +17,7 @@
 pub mod github;
 pub mod gitlab;
 
-use crate::secrets::SecretStore;
+use crate::secrets::{SecretStore, SecretValue};
 use bytes::Bytes;
 use channel_core::sources::{SourceContract, SourceSettings};
 use http::{Method, Request, StatusCode};
@@ -263,6 +263,21 @@ fn digest(parts: &[&str]) -> String {
         .collect()
 }
 
+/// First wait before a failed registration is tried again; it doubles
+/// up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// A failed registration, and when to try again.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// What was tried (the fingerprint of the attempt's inputs).
+    fingerprint: String,
+    status: HookStatus,
+    next: std::time::Instant,
+    wait: Duration,
+}
+
 /// Keeps the hooks of a set of webhook sources registered.
 #[derive(Debug)]
 pub struct Registrar {
@@ -270,6 +285,9 @@ pub struct Registrar {
     base: Url,
     /// By source uid.
     registered: BTreeMap<String, Registered>,
+    /// Failed registrations by source uid: retried with backoff (or at
+    /// once when the source or its secrets change).
+    failures: BTreeMap<String, Failure>,
 }
 
 impl Registrar {
@@ -280,6 +298,7 @@ impl Registrar {
             api: ApiClient::new(),
             base,
             registered,
+            failures: BTreeMap::new(),
         }
     }
 
@@ -319,38 +338,78 @@ impl Registrar {
                 }
             }
         }
+        self.failures
+            .retain(|uid, _| wanted.contains_key(uid.as_str()));
         let mut out = Vec::new();
         for (uid, source) in wanted {
             let url = webhook_url(&self.base, source);
-            let result = self.ensure(source, &url, secrets).await;
-            let (id, error) = match result {
-                Ok(id) => (Some(id), None),
-                Err(e) => {
-                    tracing::warn!(source = %source.key(), kind = source.kind(), reason = e.reason(), error = %e, "webhook not registered");
-                    (
-                        self.registered.get(uid).map(|r| r.id),
-                        Some((e.reason().to_owned(), e.to_string())),
-                    )
+            let inputs = self.inputs(source, &url, secrets).await;
+            let fingerprint = inputs.as_ref().map(|i| i.2.clone()).unwrap_or_default();
+            if let Some(f) = self.failures.get(uid) {
+                if f.fingerprint == fingerprint && std::time::Instant::now() < f.next {
+                    out.push(f.status.clone());
+                    continue;
                 }
+            }
+            let result = match inputs {
+                Ok((token, secret, fingerprint)) => {
+                    self.ensure(source, &url, &token, &secret, fingerprint)
+                        .await
+                }
+                Err(e) => Err(e),
             };
-            out.push(HookStatus {
+            let status = HookStatus {
                 kind: source.kind().to_owned(),
                 namespace: source.namespace.clone(),
                 name: source.name.clone(),
-                id,
+                id: None,
                 webhook_url: url.to_string(),
-                error,
-            });
+                error: None,
+            };
+            match result {
+                Ok(id) => {
+                    self.failures.remove(uid);
+                    out.push(HookStatus {
+                        id: Some(id),
+                        ..status
+                    });
+                }
+                Err(e) => {
+                    let wait = self
+                        .failures
+                        .get(uid)
+                        .filter(|f| f.fingerprint == fingerprint)
+                        .map_or(FIRST_RETRY, |f| (f.wait * 2).min(MAX_RETRY));
+                    tracing::warn!(source = %source.key(), kind = source.kind(), reason = e.reason(), error = %e, retry_in = ?wait, "webhook not registered");
+                    let status = HookStatus {
+                        id: self.registered.get(uid).map(|r| r.id),
+                        error: Some((e.reason().to_owned(), e.to_string())),
+                        ..status
+                    };
+                    self.failures.insert(
+                        uid.to_owned(),
+                        Failure {
+                            fingerprint,
+                            status: status.clone(),
+                            next: std::time::Instant::now() + wait,
+                            wait,
+                        },
+                    );
+                    out.push(status);
+                }
+            }
         }
         out
     }
 
-    async fn ensure(
-        &mut self,
+    /// The tokens of a source and the fingerprint of what its hook is
+    /// computed from.
+    async fn inputs(
+        &self,
         source: &SourceContract,
         url: &Url,
         secrets: &SecretStore,
-    ) -> Result<u64, HookError> {
+    ) -> Result<(SecretValue, SecretValue, String), HookError> {
         let (access, secret) = match &source.settings {
             SourceSettings::GitHubSource(g) => (&g.access_token, &g.secret_token),
             SourceSettings::GitLabSource(g) => (&g.access_token, &g.secret_token),
@@ -360,19 +419,32 @@ impl Registrar {
         let secret = secrets.read(secret).await.map_err(HookError::Secret)?;
         let settings = serde_json::to_string(&source.settings).unwrap_or_default();
         let fingerprint = digest(&[&settings, url.as_str(), secret.expose(), token.expose()]);
+        Ok((token, secret, fingerprint))
+    }
+
+    async fn ensure(
+        &mut self,
+        source: &SourceContract,
+        url: &Url,
+        token: &SecretValue,
+        secret: &SecretValue,
+        fingerprint: String,
+    ) -> Result<u64, HookError> {
         let previous = self.registered.get(&source.uid);
         if let Some(p) = previous.filter(|p| p.fingerprint == fingerprint) {
             return Ok(p.id);
         }
         let known = previous.map(|p| p.id);
-        let (id, hooks_url) = match &source.settings {
+        let (id, hooks_url, access) = match &source.settings {
             SourceSettings::GitHubSource(g) => {
-                github::ensure(&self.api, g, &token, &secret, url, known).await?
+                let (id, hooks) = github::ensure(&self.api, g, token, secret, url, known).await?;
+                (id, hooks, g.access_token.clone())
             }
             SourceSettings::GitLabSource(g) => {
-                gitlab::ensure(&self.api, g, &token, &secret, url, known).await?
+                let (id, hooks) = gitlab::ensure(&self.api, g, token, secret, url, known).await?;
+                (id, hooks, g.access_token.clone())
             }
-            _ => unreachable_kind()?,
+            _ => return Err(HookError::Invalid("not a webhook source".into())),
         };
         tracing::info!(source = %source.key(), kind = source.kind(), hook = id, url = %url, "webhook registered");
         self.registered.insert(
@@ -382,7 +454,7 @@ impl Registrar {
                 id,
                 hooks_url,
                 webhook_url: url.to_string(),
-                access_token: access.clone(),
+                access_token: access,
                 fingerprint,
             },
         );
@@ -406,8 +478,4 @@ impl Registrar {
             _ => gitlab::delete(&self.api, &hooks, &token, r.id).await,
         }
     }
-}
-
-fn unreachable_kind() -> Result<(u64, String), HookError> {
-    Err(HookError::Invalid("not a webhook source".into()))
 }

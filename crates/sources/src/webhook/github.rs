@@ -187,7 +187,7 @@ pub fn handle(
     out.subject = subject(event, &json);
     out.datacontenttype = Some("application/json".to_owned());
     out.data = Some(data.into());
-    Ok(Verdict::Forward(out))
+    Ok(Verdict::Forward(Box::new(out)))
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ pub fn handle(
     out.subject = subject(kind, &json);
     out.datacontenttype = Some("application/json".to_owned());
     out.data = Some(bytes::Bytes::copy_from_slice(body));
-    Ok(Verdict::Forward(out))
+    Ok(Verdict::Forward(Box::new(out)))
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl Rejection {
 #[derive(Debug)]
 pub enum Verdict {
     /// Send this event on.
-    Forward(Event),
+    Forward(Box<Event>),
     /// Acknowledge, send nothing (why).
     Ignore(String),
     /// A GitHub `ping`: answer it.
@@ -90,8 +90,8 @@ impl Receiver {
     /// The receiver of a webhook source's settings.
     pub fn of(settings: &SourceSettings) -> Option<Receiver> {
         match settings {
-            SourceSettings::GitHubSource(g) => Some(Receiver::GitHub(g.clone())),
-            SourceSettings::GitLabSource(g) => Some(Receiver::GitLab(g.clone())),
+            SourceSettings::GitHubSource(g) => Some(Receiver::GitHub((**g).clone())),
+            SourceSettings::GitLabSource(g) => Some(Receiver::GitLab((**g).clone())),
             _ => None,
         }
     }
@@ -278,7 +278,7 @@ pub async fn serve(
             tracing::debug!(source = %route.key, "webhook delivery ignored: {why}");
             return text(StatusCode::ACCEPTED, format!("ignored: {why}\n"));
         }
-        Ok(Verdict::Forward(event)) => event,
+        Ok(Verdict::Forward(event)) => *event,
     };
     for (name, value) in &route.extensions {
         event = event.with_extension(name, value.as_str());
