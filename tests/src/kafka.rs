@@ -183,3 +183,103 @@ pub fn kafka_channel_yaml(
     }
     out
 }
+
+/// The `noida-db` binary (PyPI `noida-db`): `$NOIDA_DB`, else the one in
+/// the Python package (not its launcher script, which runs it as a child
+/// that would outlive a kill), else `PATH`.
+pub fn noida_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NOIDA_DB") {
+        return PathBuf::from(p);
+    }
+    let packaged = Command::new("python3")
+        .args([
+            "-c",
+            "import noida_db, os; print(os.path.join(os.path.dirname(noida_db.__file__), 'noida-db'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.exists());
+    packaged.unwrap_or_else(|| PathBuf::from("noida-db"))
+}
+
+/// A running `noida-db` Kafka-protocol broker (a second implementation
+/// beside tansu), on a free loopback port with its data in a temporary
+/// directory; killed on drop. Known difference from Apache Kafka: it never
+/// expels a consumer-group member that died without leaving, so tests that
+/// kill a consumer restart it as the same static member
+/// (`group.instance.id`).
+#[derive(Debug)]
+pub struct Noida {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Noida {
+    /// Start, or `None` (with the reason printed) when `noida-db` is not
+    /// installed (`pip install noida-db==0.2.3`; `.ci/run` installs it).
+    pub fn start() -> Option<Noida> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("noida.log")).expect("log");
+        let child = match Command::new(noida_bin())
+            .args([
+                "start",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                &port.to_string(),
+            ])
+            .args(["--host", "127.0.0.1", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED on noida-db: cannot start {} ({e}); pip install noida-db==0.2.3",
+                    noida_bin().display()
+                );
+                return None;
+            }
+        };
+        let n = Noida {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "noida-db did not start; log:\n{}",
+                n.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(n)
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("noida.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Noida {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -16,6 +16,9 @@ pub struct Adapter {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub admin: SocketAddr,
+    /// The webhook listener (GitHub and GitLab sources).
+    pub webhook: SocketAddr,
+    args: Vec<String>,
     client: HttpClient,
 }
 
@@ -33,8 +36,22 @@ impl Adapter {
     /// Start following the sources contract `contract` (written by a
     /// provisioner) with its admin server on `admin`, and wait until ready.
     pub async fn start_on_contract(contract: PathBuf, admin: SocketAddr) -> Adapter {
+        Self::start_on_contract_with(contract, admin, &[]).await
+    }
+
+    /// [`Adapter::start_on_contract`] with `extra` flags.
+    pub async fn start_on_contract_with(
+        contract: PathBuf,
+        admin: SocketAddr,
+        extra: &[&str],
+    ) -> Adapter {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::launch(dir, "--contract", contract, admin, &[]).await
+        Self::launch(dir, "--contract", contract, admin, extra).await
+    }
+
+    /// The webhook URL of source `namespace/name`.
+    pub fn webhook_url(&self, namespace: &str, name: &str) -> String {
+        format!("http://{}/{namespace}/{name}", self.webhook)
     }
 
     async fn launch(
@@ -44,35 +61,68 @@ impl Adapter {
         admin: SocketAddr,
         extra: &[&str],
     ) -> Adapter {
-        let log = std::fs::File::create(dir.path().join("adapter.log")).expect("log");
+        // The webhook listener: `extra`'s, else a free port.
+        let webhook: SocketAddr = extra
+            .iter()
+            .position(|a| *a == "--webhook-listen")
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().expect("addr"));
+        let mut args: Vec<String> = vec![
+            flag.to_owned(),
+            source.display().to_string(),
+            "--admin-listen".to_owned(),
+            admin.to_string(),
+            "--watch-interval".to_owned(),
+            "100ms".to_owned(),
+        ];
+        if !extra.contains(&"--webhook-listen") {
+            args.extend(["--webhook-listen".to_owned(), webhook.to_string()]);
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let mut a = Adapter {
+            child: None,
+            dir,
+            admin,
+            webhook,
+            args,
+            client: HttpClient::new(),
+        };
+        a.spawn();
+        a.wait_ready().await;
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("adapter.log"))
+            .expect("log");
         let child = Command::new(adapter_bin())
-            .arg(flag)
-            .arg(source)
-            .args([
-                "--admin-listen",
-                &admin.to_string(),
-                "--watch-interval",
-                "100ms",
-            ])
-            .args(extra)
+            .args(&self.args)
             .env("RUST_LOG", "info,sources=debug,dispatcher=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("source-adapter starts");
-        let a = Adapter {
-            child: Some(child),
-            dir,
-            admin,
-            client: HttpClient::new(),
-        };
-        a.wait_ready().await;
-        a
+        self.child = Some(child);
     }
 
-    pub async fn wait_ready(&self) {
+    /// Start again with the same flags (after [`Adapter::sigkill`]) and
+    /// wait until ready.
+    pub async fn restart(&mut self) {
+        self.sigkill();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            if let Some(Ok(Some(exit))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("source-adapter exited ({exit}):\n{}", self.log());
+            }
             if let Ok((status, _)) = self.client.get(&self.url("/readyz")).await {
                 if status.is_success() {
                     return;

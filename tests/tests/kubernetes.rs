@@ -100,8 +100,8 @@ fn every_manifest_parses_into_its_kubernetes_type() {
     }
     assert_eq!(
         kinds.get("CustomResourceDefinition"),
-        Some(&17),
-        "four channel kinds, Subscription, ClusterChannelProvisioner, Broker, Trigger, Sequence, Parallel, EventType, six source kinds: {kinds:?}"
+        Some(&20),
+        "four channel kinds, Subscription, ClusterChannelProvisioner, Broker, Trigger, Sequence, Parallel, EventType, nine source kinds: {kinds:?}"
     );
     assert_eq!(
         kinds.get("Deployment"),

@@ -120,17 +120,27 @@ impl DeliveryStream for QueueStream {
     }
 }
 
-/// Counts the final outcomes of another stream's deliveries (a
-/// KafkaSource's) in a source's counters, settling them as they were.
+/// Another stream's deliveries (a KafkaSource's) as a source sends them:
+/// `ceOverrides` extensions set on each event, final outcomes counted in
+/// the source's counters, each settled as it was.
 #[derive(Debug)]
 pub struct Counted {
     inner: Box<dyn DeliveryStream>,
     counters: SourceCounters,
+    extensions: std::collections::BTreeMap<String, String>,
 }
 
 impl Counted {
-    pub fn new(inner: Box<dyn DeliveryStream>, counters: SourceCounters) -> Counted {
-        Counted { inner, counters }
+    pub fn new(
+        inner: Box<dyn DeliveryStream>,
+        counters: SourceCounters,
+        extensions: std::collections::BTreeMap<String, String>,
+    ) -> Counted {
+        Counted {
+            inner,
+            counters,
+            extensions,
+        }
     }
 }
 
@@ -159,6 +169,15 @@ impl DeliveryStream for Counted {
             Ok(d) => d,
             Err(e) => return Some(Err(e)),
         };
+        if !self.extensions.is_empty() {
+            let event = Arc::make_mut(&mut delivery.event);
+            for (name, value) in &self.extensions {
+                event.extensions.insert(
+                    name.clone(),
+                    channel_core::event::ExtensionValue::String(value.clone()),
+                );
+            }
+        }
         // An ack dropped unsettled drops the inner one: still abandoned.
         let inner = std::mem::replace(&mut delivery.ack, Box::new(Noop));
         delivery.ack = Box::new(CountedAck {

@@ -334,6 +334,7 @@ impl Runner {
                 let (source, kafka, state, stop) =
                     (source.clone(), kafka.clone(), state.clone(), stop.clone());
                 let instance = self.services.group_instance_id.clone();
+                let extensions = source.extensions.clone();
                 tokio::spawn(async move {
                     let stream = crate::kafka::subscribe(
                         &source,
@@ -345,7 +346,7 @@ impl Runner {
                     )
                     .await;
                     if let Some(stream) = stream {
-                        let counted = crate::queue::Counted::new(stream, counters);
+                        let counted = crate::queue::Counted::new(stream, counters, extensions);
                         deliverer
                             .run_subscription(channel, config_rx, Box::new(counted), stop)
                             .await

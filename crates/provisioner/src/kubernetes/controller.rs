@@ -44,7 +44,11 @@
 //! subscriptions that exist only in the contract (see [`flows`] and
 //! `docs/kubernetes-flows.md`); EventTypes get their status, and are
 //! auto-created when Knative's `eventtype-auto-create` is on (see
-//! [`eventtypes`]).
+//! [`eventtypes`]). The event sources run in the source adapter, as
+//! Deployments or bindings (see [`sources`] and
+//! `docs/kubernetes-sources.md`); the webhooks of GitHubSources and
+//! GitLabSources are registered with `--webhook-base-url` (see
+//! [`webhooks`]).
 
 use super::crd;
 use crate::cycle::{as_base, dispatcher_released, poll_dispatchers, Cycle, HttpClient};
@@ -163,7 +167,8 @@ fn resource_of(kind: &str) -> Option<ApiResource> {
         "Sequence" => return Some(flows::sequence_resource()),
         "Parallel" => return Some(flows::parallel_resource()),
         "EventType" => return Some(eventtypes::event_type_resource()),
-        "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding" | "CronJobSource" => {
+        "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding" | "CronJobSource"
+        | "GitHubSource" | "GitLabSource" | "KafkaSource" => {
             return sources::resource_of_source(kind, "")
         }
         _ => {}
@@ -186,6 +191,10 @@ pub struct Settings {
     pub dispatcher_admin: BTreeMap<BackendKind, Url>,
     /// Admin URL of the source adapter (polled for the sources it runs).
     pub source_adapter_admin: Option<Url>,
+    /// The public URL of the source adapter's webhook listener: GitHub and
+    /// GitLab webhooks are registered as `<URL>/<namespace>/<name>`.
+    /// `None`: nothing is registered (see [`webhooks`]).
+    pub webhook_base_url: Option<Url>,
 }
 
 impl Settings {
@@ -212,6 +221,7 @@ impl Settings {
                 "http://source-adapter.{namespace}.svc.cluster.local:9091/"
             ))
             .ok(),
+            webhook_base_url: None,
         }
     }
 }
@@ -237,7 +247,7 @@ pub struct Snapshot {
     pub sequences: Vec<DynamicObject>,
     pub parallels: Vec<DynamicObject>,
     pub event_types: Vec<DynamicObject>,
-    /// Objects of the six source kinds.
+    /// Objects of the nine source kinds.
     pub sources: Vec<DynamicObject>,
 }
 
@@ -396,6 +406,9 @@ pub struct Controller {
     /// ContainerSource Deployments applied, by (namespace, source): the
     /// document applied.
     deployments: BTreeMap<(String, String), String>,
+    /// The GitHub and GitLab webhooks registered (with
+    /// `--webhook-base-url`; made on the first round).
+    registrar: Option<::sources::hooks::Registrar>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -477,6 +490,9 @@ fn merge(into: &mut Manifests, from: Manifests) {
     into.api_server_sources.extend(from.api_server_sources);
     into.container_sources.extend(from.container_sources);
     into.sink_bindings.extend(from.sink_bindings);
+    into.github_sources.extend(from.github_sources);
+    into.gitlab_sources.extend(from.gitlab_sources);
+    into.kafka_sources.extend(from.kafka_sources);
     into.warnings.extend(from.warnings);
 }
 
@@ -541,6 +557,7 @@ impl Controller {
             configs: BTreeMap::new(),
             sources_map: None,
             deployments: BTreeMap::new(),
+            registrar: None,
         }
     }
 
@@ -1589,7 +1606,8 @@ impl Controller {
             "EventType" => {
                 eventtypes::find_event_type(snap, &resource.namespace, &resource.name).cloned()
             }
-            "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding" => {
+            "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding"
+            | "GitHubSource" | "GitLabSource" | "KafkaSource" => {
                 sources::find_source(snap, &resource.kind, &resource.namespace, &resource.name)
                     .cloned()
             }
@@ -1672,6 +1690,7 @@ impl Controller {
         self.apply_sources_contract(snap, &plan, &mut errors).await;
         let deployments = self.apply_container_sources(snap, &plan, &mut errors).await;
         let bindings = self.apply_sink_bindings(snap, &plan, &mut errors).await;
+        let hooks = self.apply_webhooks(snap, &plan, &mut errors).await;
 
         // 6. What the dispatchers applied.
         let mut admins = self.settings.dispatcher_admin.clone();
@@ -1695,6 +1714,7 @@ impl Controller {
                 .or_insert(contract.generation);
         }
         obs.sources = self.poll_source_adapter().await;
+        obs.webhooks = hooks;
         for (backend, _, observation) in poll_dispatchers(&self.http, &admins).await {
             if let DispatcherObservation::Unreachable(e) = &observation {
                 tracing::debug!(backend = %backend, error = %e, "dispatcher status not available");
@@ -1802,9 +1822,11 @@ mod flows;
 mod sources;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 pub use eventtypes::event_type_resource;
 pub use flows::{parallel_resource, sequence_resource, FLOW_FINALIZER};
 pub use sources::{
     source_resources, SINK_BINDING_FINALIZER, SOURCES_CONTRACT_KEY, SOURCES_CONTRACT_MAP,
 };
+pub use webhooks::WEBHOOK_FINALIZER;

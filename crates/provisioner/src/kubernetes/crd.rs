@@ -32,8 +32,9 @@ mod sources;
 pub use flows::{EventType, EventTypeSpec, Parallel, ParallelSpec, Sequence, SequenceSpec};
 pub use sources::{
     ApiServerSource, ApiServerSourceSpec, ContainerSource, ContainerSourceSpec, CronJobSource,
-    CronJobSourceSpec, LegacyApiServerSource, LegacyApiServerSourceSpec, PingSource,
-    PingSourceSpec, SinkBinding, SinkBindingSpec,
+    CronJobSourceSpec, GitHubSource, GitHubSourceSpec, GitLabSource, GitLabSourceSpec, KafkaSource,
+    KafkaSourceSpec, LegacyApiServerSource, LegacyApiServerSourceSpec, PingSource, PingSourceSpec,
+    SinkBinding, SinkBindingSpec,
 };
 
 /// A channel kind: namespaced, Knative's channel status, and the columns
@@ -399,6 +400,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     serve_older_versions(&mut event_type, &OTHER_EVENTTYPE_VERSIONS);
     let mut ping = PingSource::crd();
     serve_older_versions(&mut ping, &["v1beta2"]);
+    let mut kafka_source = KafkaSource::crd();
+    serve_older_versions(&mut kafka_source, &["v1alpha1"]);
     vec![
         channel,
         subscription,
@@ -417,6 +420,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         SinkBinding::crd(),
         CronJobSource::crd(),
         LegacyApiServerSource::crd(),
+        GitHubSource::crd(),
+        GitLabSource::crd(),
+        kafka_source,
     ]
 }
 
@@ -521,7 +527,7 @@ mod tests {
     #[test]
     fn channels_have_status_printer_columns_and_immutable_classes() {
         let all = crds();
-        assert_eq!(all.len(), 17);
+        assert_eq!(all.len(), 20);
         for crd in &all {
             let version = &crd.spec.versions[0];
             let name = crd.metadata.name.as_deref().unwrap_or_default();
@@ -858,8 +864,68 @@ spec:
                 ("sources.knative.dev", "SinkBinding"),
                 ("sources.eventing.knative.dev", "CronJobSource"),
                 ("sources.eventing.knative.dev", "ApiServerSource"),
+                ("sources.knative.dev", "GitHubSource"),
+                ("sources.knative.dev", "GitLabSource"),
+                ("sources.knative.dev", "KafkaSource"),
             ]
         );
+        // KafkaSource: v1beta1 stored, Knative's v1alpha1 served too.
+        let kafka = all
+            .iter()
+            .find(|c| c.spec.names.kind == "KafkaSource")
+            .expect("KafkaSource");
+        let versions: Vec<(&str, bool, bool)> = kafka
+            .spec
+            .versions
+            .iter()
+            .map(|v| (v.name.as_str(), v.served, v.storage))
+            .collect();
+        assert_eq!(
+            versions,
+            [("v1beta1", true, true), ("v1alpha1", true, false)]
+        );
+        let names: Vec<&str> = columns(&kafka.spec.versions[0])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Topics",
+                "BootstrapServers",
+                "Sink",
+                "Age",
+                "Ready",
+                "Reason"
+            ]
+        );
+        for kind in ["GitHubSource", "GitLabSource"] {
+            let crd = all.iter().find(|c| c.spec.names.kind == kind).expect(kind);
+            let versions: Vec<&str> = crd.spec.versions.iter().map(|v| v.name.as_str()).collect();
+            assert_eq!(versions, ["v1alpha1"], "{kind}");
+            assert!(
+                crd.spec.versions[0]
+                    .subresources
+                    .as_ref()
+                    .is_some_and(|s| s.status.is_some()),
+                "{kind} has a status subresource"
+            );
+        }
+        // Knative's YAML parses into the types.
+        let github: GitHubSource = serde_yaml_ng::from_str(
+            "apiVersion: sources.knative.dev/v1alpha1\nkind: GitHubSource\nmetadata: {name: g}\nspec:\n  ownerAndRepository: o/r\n  eventTypes: [push]\n  accessToken: {secretKeyRef: {name: gh, key: accessToken}}\n  secretToken: {secretKeyRef: {name: gh, key: secretToken}}\n  githubAPIURL: https://ghe.example.com/api/v3/\n  sink: {ref: {apiVersion: v1, kind: Service, name: display}}\n",
+        )
+        .expect("GitHubSource");
+        assert_eq!(github.spec.spec.event_types, ["push"]);
+        assert_eq!(
+            github.spec.spec.github_api_url.as_deref(),
+            Some("https://ghe.example.com/api/v3/")
+        );
+        let kafka: KafkaSource = serde_yaml_ng::from_str(
+            "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata: {name: k}\nspec:\n  consumerGroup: g\n  bootstrapServers: [my-cluster-kafka-bootstrap.kafka:9092]\n  topics: [knative-demo-topic]\n  sink: {ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: event-display}}\n",
+        )
+        .expect("KafkaSource");
+        assert_eq!(kafka.spec.spec.topics, ["knative-demo-topic"]);
         let ping = all
             .iter()
             .find(|c| c.spec.names.kind == "PingSource")

@@ -2,7 +2,7 @@
 //!
 //! Watches (reflectors) keep local caches of the classes, the four channel
 //! kinds, Subscriptions, Brokers, Triggers, Sequences, Parallels,
-//! EventTypes, the namespaces labelled
+//! EventTypes, the event sources (nine kinds), the namespaces labelled
 //! `eventing.knative.dev/injection=enabled` and the contract ConfigMaps;
 //! the ConfigMaps brokers name in `spec.config`, and Knative's
 //! `knative-eventing/config-features`, are watched one by one (a
@@ -92,8 +92,24 @@ pub struct ControllerArgs {
     #[arg(long = "dispatcher-admin", env = "KN_PROVISIONER_DISPATCHER_ADMIN", value_delimiter = ',', value_parser = crate::standalone::parse_backend_url)]
     pub dispatcher_admin: Vec<(BackendKind, Url)>,
 
+    /// The public URL of the source adapter's webhook listener (the
+    /// Service `source-adapter-webhooks`, port 8081, behind an Ingress or
+    /// a load balancer): the webhooks of GitHubSources and GitLabSources
+    /// are registered as `<URL>/<namespace>/<name>`. Without it no webhook
+    /// is registered (`WebhookRegistered=Unknown`).
+    #[arg(long, env = "KN_PROVISIONER_WEBHOOK_BASE_URL", value_parser = parse_webhook_base_url)]
+    pub webhook_base_url: Option<Url>,
+
     #[command(flatten)]
     pub provisioning: ProvisioningArgs,
+}
+
+fn parse_webhook_base_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{s:?} is not an http or https URL"));
+    }
+    Ok(url)
 }
 
 fn parse_backend_host(s: &str) -> Result<(BackendKind, String), String> {
@@ -545,6 +561,15 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
     }
     for (backend, url) in &args.dispatcher_admin {
         settings.dispatcher_admin.insert(*backend, url.clone());
+    }
+    settings.webhook_base_url = args.webhook_base_url.clone();
+    match &settings.webhook_base_url {
+        Some(url) => {
+            tracing::info!(webhook_base_url = %url, "GitHub and GitLab webhooks are registered")
+        }
+        None => {
+            tracing::info!("no --webhook-base-url: GitHub and GitLab webhooks are not registered")
+        }
     }
     let cycle = args.provisioning.cycle();
     let mut controller = Controller::new(client, settings, cycle, http_client());

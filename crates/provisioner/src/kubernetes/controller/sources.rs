@@ -6,6 +6,11 @@
 //!   resolves their sinks and writes the sources contract into the
 //!   ConfigMap [`SOURCES_CONTRACT_MAP`] the adapter mounts, and reads the
 //!   adapter's `/status` for their `Deployed` condition.
+//! * **GitHubSource**, **GitLabSource** and **KafkaSource** run in the same
+//!   adapter, from the same contract: the webhook sources on its webhook
+//!   listener (`/<namespace>/<name>`), KafkaSources as consumers. The
+//!   webhooks are registered with GitHub and GitLab by the controller (see
+//!   [`super::webhooks`]).
 //! * **ContainerSource** becomes a Deployment `<name>-deployment` owned by
 //!   the source (Knative's name and labels), its containers given `K_SINK`
 //!   and `K_CE_OVERRIDES`; `Deployed` follows the Deployment's available
@@ -61,7 +66,7 @@ const CONTAINER_SOURCE_LABEL: &str = "sources.knative.dev/containerSource";
 const CONTAINER_SOURCE_CONTROLLER: &str = "container-source-controller";
 
 /// The API resource of every source kind.
-pub fn source_resources() -> [ApiResource; 6] {
+pub fn source_resources() -> [ApiResource; 9] {
     [
         ApiResource::erase::<crd::PingSource>(&()),
         ApiResource::erase::<crd::ApiServerSource>(&()),
@@ -69,6 +74,9 @@ pub fn source_resources() -> [ApiResource; 6] {
         ApiResource::erase::<crd::SinkBinding>(&()),
         ApiResource::erase::<crd::CronJobSource>(&()),
         ApiResource::erase::<crd::LegacyApiServerSource>(&()),
+        ApiResource::erase::<crd::GitHubSource>(&()),
+        ApiResource::erase::<crd::GitLabSource>(&()),
+        ApiResource::erase::<crd::KafkaSource>(&()),
     ]
 }
 
@@ -262,8 +270,9 @@ impl Controller {
         }
     }
 
-    /// The sources contract ConfigMap: the PingSources and ApiServerSources
-    /// the adapter runs (ContainerSources are Deployments here).
+    /// The sources contract ConfigMap: the PingSources, ApiServerSources,
+    /// GitHubSources, GitLabSources and KafkaSources the adapter runs
+    /// (ContainerSources are Deployments here).
     pub(super) async fn apply_sources_contract(
         &mut self,
         snap: &Snapshot,

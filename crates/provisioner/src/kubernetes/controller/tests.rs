@@ -263,6 +263,7 @@ fn requests(state: &Shared, method: &str, path: &str) -> Vec<Value> {
 mod flows;
 mod registry;
 mod sources;
+mod webhooks;
 
 #[tokio::test]
 async fn a_new_channel_gets_a_finalizer_contract_service_and_ready_status() {

@@ -2,14 +2,20 @@
 //! PingSource (also served as `v1beta2`), ApiServerSource, ContainerSource
 //! and SinkBinding, and the seeds' `sources.eventing.knative.dev/v1alpha1`
 //! CronJobSource and ApiServerSource (another API group, so CRDs of their
-//! own, with the v1alpha1 fields). All in the categories `all`, `knative`
-//! and `sources`, so `kubectl get sources` lists them, with Knative's
-//! columns (SINK, SCHEDULE for pings, AGE, READY, REASON).
+//! own, with the v1alpha1 fields), and `sources.knative.dev/v1alpha1`
+//! GitHubSource and GitLabSource and `sources.knative.dev/v1beta1`
+//! KafkaSource (also served as `v1alpha1`). All in the categories `all`,
+//! `knative` and `sources`, so `kubectl get sources` lists them, with
+//! Knative's columns (SINK, SCHEDULE for pings, TOPICS and
+//! BOOTSTRAPSERVERS for Kafka, AGE, READY, REASON).
 
 use crate::status::SourceStatus;
 use channel_core::resources::Destination;
 use channel_core::sources::apiserver::ApiServerSourceSpec as ApiServerSpec;
 use channel_core::sources::container::{ContainerSourceSpec as ContainerSpec, Subject};
+use channel_core::sources::github::GitHubSourceSpec as GitHubSpec;
+use channel_core::sources::gitlab::GitLabSourceSpec as GitLabSpec;
+use channel_core::sources::kafka::KafkaSourceSpec as KafkaSpec;
 use channel_core::sources::ping::PingSourceSpec as PingSpec;
 use channel_core::sources::CloudEventOverrides;
 use kube::CustomResource;
@@ -144,5 +150,41 @@ source_kind! {
         pub sink: serde_json::Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub ce_overrides: Option<CloudEventOverrides>,
+    }
+}
+
+source_kind! {
+    /// `sources.knative.dev/v1alpha1` `GitHubSource`: GitHub webhook
+    /// deliveries, received by the source adapter's webhook listener.
+    group = "sources.knative.dev", version = "v1alpha1", kind = "GitHubSource", root = "GitHubSource",
+    columns = [r#"{"name":"Repository","type":"string","jsonPath":".spec.ownerAndRepository"}"#],
+    pub struct GitHubSourceSpec {
+        #[serde(flatten)]
+        pub spec: GitHubSpec,
+    }
+}
+
+source_kind! {
+    /// `sources.knative.dev/v1alpha1` `GitLabSource`: GitLab webhook
+    /// deliveries, received by the source adapter's webhook listener.
+    group = "sources.knative.dev", version = "v1alpha1", kind = "GitLabSource", root = "GitLabSource",
+    columns = [r#"{"name":"Project","type":"string","jsonPath":".spec.projectUrl"}"#],
+    pub struct GitLabSourceSpec {
+        #[serde(flatten)]
+        pub spec: GitLabSpec,
+    }
+}
+
+source_kind! {
+    /// `sources.knative.dev/v1beta1` `KafkaSource`: the records of Kafka
+    /// topics, consumed by the source adapter.
+    group = "sources.knative.dev", version = "v1beta1", kind = "KafkaSource", root = "KafkaSource",
+    columns = [
+        r#"{"name":"Topics","type":"string","jsonPath":".spec.topics"}"#,
+        r#"{"name":"BootstrapServers","type":"string","jsonPath":".spec.bootstrapServers"}"#
+    ],
+    pub struct KafkaSourceSpec {
+        #[serde(flatten)]
+        pub spec: KafkaSpec,
     }
 }
