@@ -332,3 +332,80 @@ async fn noida_a_down_sink_holds_the_records() {
     let Some(broker) = Noida::start() else { return };
     a_down_sink_holds_the_records(&broker.bootstrap()).await;
 }
+
+/// The source's `/status` entry.
+async fn source_state(adapter: &Adapter) -> (String, String) {
+    let status = adapter.status().await;
+    let s = &status["sources"][0];
+    (
+        s["state"].as_str().unwrap_or_default().to_owned(),
+        s["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_and_a_missing_topic_are_reported_then_recovered() {
+    let sink = Sink::accepting().await;
+    let nowhere = format!("127.0.0.1:{}", tests::free_port());
+    let adapter = Adapter::start(
+        &kafka_source("nowhere", &nowhere, "[orders]", &sink.url(), ""),
+        &[],
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (state, message) = source_state(&adapter).await;
+        if state == "failed" {
+            assert!(
+                message.contains("unreachable") && message.contains(&nowhere),
+                "{message}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{state} {message}\n{}",
+            adapter.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(adapter);
+
+    let broker = Tansu::start();
+    let adapter = Adapter::start(
+        &kafka_source(
+            "later",
+            &broker.bootstrap(),
+            "[created-later]",
+            &sink.url(),
+            "  initialOffset: earliest\n",
+        ),
+        &[],
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (state, message) = source_state(&adapter).await;
+        if state == "failed" && message.contains("does not exist") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{state} {message}\n{}",
+            adapter.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    create_topics(&broker.bootstrap(), &[("created-later", 1)]).await;
+    produce(
+        &producer(&broker.bootstrap()),
+        "created-later",
+        None,
+        &[],
+        b"finally",
+    )
+    .await;
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1, "{}", adapter.log());
+    assert_eq!(source_state(&adapter).await.0, "running");
+}

@@ -127,12 +127,12 @@ fn the_adapter_reads_secrets_and_serves_webhooks_on_its_service() {
         .args
         .iter()
         .flatten()
-        .any(|a| a == "--webhook-listen=0.0.0.0:8081"));
+        .any(|a| a == "--webhook-listen=0.0.0.0:8088"));
     assert!(adapter
         .ports
         .iter()
         .flatten()
-        .any(|p| p.name.as_deref() == Some("webhooks") && p.container_port == 8081));
+        .any(|p| p.name.as_deref() == Some("webhooks") && p.container_port == 8088));
 
     let service: Service = find("sources.yaml", "Service", "source-adapter-webhooks");
     let spec = service.spec.expect("spec");
@@ -144,7 +144,7 @@ fn the_adapter_reads_secrets_and_serves_webhooks_on_its_service() {
         Some("source-adapter")
     );
     let port = &spec.ports.expect("ports")[0];
-    assert_eq!(port.port, 8081);
+    assert_eq!(port.port, 8088);
     assert_eq!(
         port.target_port,
         Some(IntOrString::String("webhooks".into()))

@@ -158,7 +158,13 @@ pub async fn subscribe(config: SourceConsumer) -> Result<Box<dyn DeliveryStream>
                 .create_with_context(SubscriptionContext { shared })
                 .map_err(|e| provision::backend_error("creating the Kafka consumer", e))?;
             let (topic, earliest, capacity) = (topic.clone(), config.earliest, config.capacity);
+            let servers = config
+                .props
+                .get("bootstrap.servers")
+                .cloned()
+                .unwrap_or_default();
             let stream = tokio::task::spawn_blocking(move || {
+                check_topic(&consumer, &topic, &servers)?;
                 if !earliest {
                     consumer::initialise_offsets(&consumer)?;
                 }
@@ -181,6 +187,38 @@ pub async fn subscribe(config: SourceConsumer) -> Result<Box<dyn DeliveryStream>
         }
     }
     Ok(Box::new(Merged::new(streams, config.capacity)))
+}
+
+/// How long the broker has to answer the first metadata request.
+const METADATA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Fail clearly when the brokers cannot be reached or the topic does not
+/// exist, rather than join a group that can never be assigned anything.
+fn check_topic(
+    consumer: &consumer::SubscriptionConsumer,
+    topic: &str,
+    servers: &str,
+) -> Result<(), BackendError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| {
+            BackendError::new(
+                BackendErrorKind::Unavailable,
+                format!("Kafka at {servers} is unreachable: {e}"),
+            )
+        })?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        Ok(())
+    } else {
+        Err(BackendError::new(
+            BackendErrorKind::NotFound,
+            format!("topic {topic} does not exist at {servers}"),
+        ))
+    }
 }
 
 /// Several members' streams as one.

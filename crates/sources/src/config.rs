@@ -86,7 +86,7 @@ pub struct AdapterArgs {
 
     /// Webhook listener of GitHubSources and GitLabSources: each is served
     /// at `/<namespace>/<name>`.
-    #[arg(long, env = "KN_SOURCE_WEBHOOK_LISTEN", default_value = "0.0.0.0:8081")]
+    #[arg(long, env = "KN_SOURCE_WEBHOOK_LISTEN", default_value = "0.0.0.0:8088")]
     pub webhook_listen: SocketAddr,
 
     /// Largest webhook payload accepted (GitHub caps its own at 25 MB);

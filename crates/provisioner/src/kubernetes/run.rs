@@ -93,7 +93,7 @@ pub struct ControllerArgs {
     pub dispatcher_admin: Vec<(BackendKind, Url)>,
 
     /// The public URL of the source adapter's webhook listener (the
-    /// Service `source-adapter-webhooks`, port 8081, behind an Ingress or
+    /// Service `source-adapter-webhooks`, port 8088, behind an Ingress or
     /// a load balancer): the webhooks of GitHubSources and GitLabSources
     /// are registered as `<URL>/<namespace>/<name>`. Without it no webhook
     /// is registered (`WebhookRegistered=Unknown`).

@@ -1,6 +1,6 @@
 //! The webhook receiver of GitHubSources and GitLabSources.
 //!
-//! One listener (`--webhook-listen`, default `0.0.0.0:8081`) serves every
+//! One listener (`--webhook-listen`, default `0.0.0.0:8088`) serves every
 //! webhook source at `/<namespace>/<name>`; the control plane registers
 //! that URL (under its `--webhook-base-url`) with GitHub or GitLab.
 //! Every adapter replica serves every webhook source (a delivery may reach
