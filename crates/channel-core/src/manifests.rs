@@ -89,6 +89,20 @@ pub enum ManifestError {
     },
 }
 
+/// Largest manifest file (or text) loaded: 10,000 channels with their
+/// subscriptions take about 4 MB.
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+
+fn too_large(path: &str, len: u64) -> ManifestError {
+    ManifestError::Io {
+        path: path.to_owned(),
+        message: format!(
+            "{len} bytes: larger than the {} MiB a manifest may have",
+            MAX_MANIFEST_BYTES / (1024 * 1024)
+        ),
+    }
+}
+
 /// Load every manifest file under the given paths.
 pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
     let mut files = Vec::new();
@@ -97,6 +111,14 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
     }
     let mut loader = Loader::default();
     for file in files {
+        let io = |e: std::io::Error| ManifestError::Io {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        };
+        let len = std::fs::metadata(&file).map_err(io)?.len();
+        if len > MAX_MANIFEST_BYTES {
+            return Err(too_large(&file.display().to_string(), len));
+        }
         let text = std::fs::read_to_string(&file).map_err(|e| ManifestError::Io {
             path: file.display().to_string(),
             message: e.to_string(),
@@ -108,6 +130,9 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
 
 /// Load manifests from text; `source` names it in errors.
 pub fn load_str(source: &str, text: &str) -> Result<Manifests, ManifestError> {
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_large(source, text.len() as u64));
+    }
     let mut loader = Loader::default();
     loader.load(source, text)?;
     Ok(loader.manifests)
@@ -717,5 +742,45 @@ metadata: {name: something}
             missing.contains("cannot read") && missing.contains("nope.yaml"),
             "{missing}"
         );
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    #[test]
+    fn an_alias_bomb_is_refused_quickly_with_a_clear_error() {
+        // "Billion laughs": nine levels of ten aliases each.
+        let mut yaml = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            yaml.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let started = std::time::Instant::now();
+        let err = load_str("bomb.yaml", &yaml).expect_err("refused");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            matches!(&err, ManifestError::Yaml { source_name, .. } if source_name == "bomb.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_manifest_is_refused_naming_it() {
+        let text = " ".repeat(MAX_MANIFEST_BYTES as usize + 1);
+        let err = load_str("huge.yaml", &text).expect_err("refused");
+        assert!(err.to_string().contains("huge.yaml") && err.to_string().contains("MiB"), "{err}");
+    }
+
+    #[test]
+    fn subscriber_uris_must_be_http_or_https() {
+        for uri in ["file:///etc/passwd", "gopher://x/", "ftp://x/"] {
+            let yaml = format!("apiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: s, namespace: n}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: c}}\n  subscriber: {{uri: '{uri}'}}\n");
+            let err = load_str("s.yaml", &yaml).expect_err(uri);
+            assert!(err.to_string().contains("spec.subscriber.uri"), "{err}");
+        }
     }
 }

@@ -198,11 +198,22 @@ impl Destination {
             return Err(FieldError::new(path, "a destination needs a ref or a uri"));
         }
         if let (None, Some(uri)) = (&self.reference, &self.uri) {
-            if url::Url::parse(uri).is_err() {
-                return Err(FieldError::new(
-                    format!("{path}.uri"),
-                    format!("uri {uri:?} is not an absolute URL (a relative uri needs a ref)"),
-                ));
+            match url::Url::parse(uri) {
+                Err(_) => {
+                    return Err(FieldError::new(
+                        format!("{path}.uri"),
+                        format!("uri {uri:?} is not an absolute URL (a relative uri needs a ref)"),
+                    ))
+                }
+                // Events are delivered over HTTP: no file:, gopher: or
+                // other scheme a dispatcher could be made to reach.
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    return Err(FieldError::new(
+                        format!("{path}.uri"),
+                        format!("uri {uri:?}: the scheme must be http or https"),
+                    ))
+                }
+                Ok(_) => {}
             }
         }
         Ok(())

@@ -75,6 +75,10 @@ pub struct DispatcherArgs {
     /// Log format.
     #[arg(long, env = "KN_CHANNEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// What a client may make the ingress hold.
+    #[command(flatten)]
+    pub limits: crate::server::ServerLimits,
 }
 
 impl DispatcherArgs {

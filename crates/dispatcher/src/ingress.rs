@@ -37,6 +37,7 @@ pub struct Ingress {
     routes: Arc<ArcSwap<RouteTable>>,
     backend: Arc<dyn Backend>,
     max_body_bytes: usize,
+    body_read_timeout: std::time::Duration,
 }
 
 fn respond(status: StatusCode, message: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -63,7 +64,15 @@ impl Ingress {
             routes,
             backend,
             max_body_bytes,
+            body_read_timeout: crate::server::ServerLimits::default().body_read_timeout,
         }
+    }
+
+    /// Answer 408 to a client that takes longer than `timeout` to send a
+    /// request's body.
+    pub fn with_body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
     }
 
     /// Handle one request. Never fails: every outcome is a response.
@@ -140,7 +149,17 @@ impl Ingress {
             }
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.max_body_bytes).collect().await {
+        let read = Limited::new(body, self.max_body_bytes).collect();
+        let Ok(read) = tokio::time::timeout(self.body_read_timeout, read).await else {
+            return respond(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:?}\n",
+                    self.body_read_timeout
+                ),
+            );
+        };
+        let body = match read {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()

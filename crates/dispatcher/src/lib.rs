@@ -120,8 +120,9 @@ pub async fn run_until(
     dataplane.apply(initial.contract, initial.problems).await;
 
     let ingress_stop = CancellationToken::new();
-    let handler = ingress::Ingress::new(routes, backend, args.max_body_bytes);
-    let ingress = tokio::spawn(server::serve(
+    let handler = ingress::Ingress::new(routes, backend, args.max_body_bytes)
+        .with_body_read_timeout(args.limits.body_read_timeout);
+    let ingress = tokio::spawn(server::serve_with(
         "ingress",
         ingress_listener,
         move |req| {
@@ -130,6 +131,7 @@ pub async fn run_until(
         },
         ingress_stop.clone(),
         args.drain_timeout,
+        args.limits,
     ));
     tracing::info!(ingress = %ingress_addr, admin = %args.admin_listen, backend = %dataplane.backend().kind(), "dispatcher started");
 
