@@ -137,3 +137,61 @@ async fn each_hostile_client_is_cut_off_by_its_limit_and_producers_are_still_ser
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(ids.contains(&"after-the-flood".to_owned()) && ids.contains(&"plain".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_token_protects_metrics_and_status_but_not_the_probes() {
+    use tests::provisioner::{is_ready, Provisioner, Slot};
+    let slot = Slot::new();
+    let p = Provisioner::start(
+        CHANNEL,
+        &[
+            format!("--dispatcher-url=inmemory=http://{}", slot.ingress),
+            format!("--dispatcher-admin=inmemory=http://{}", slot.admin),
+            "--admin-token=sesame".to_owned(),
+        ],
+    )
+    .await;
+    assert!(
+        tests::eventually(Duration::from_secs(30), || p.contract("inmemory").exists()).await,
+        "{}",
+        p.log()
+    );
+    let _d = slot.start(
+        tests::bin_dir().join("inmemory-dispatcher"),
+        vec!["--admin-token".to_owned(), "sesame".to_owned()],
+        p.contract("inmemory"),
+    );
+    let client = tests::HttpClient::new();
+    let admin = format!("http://{}", slot.admin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(&format!("{admin}/readyz"))
+        .await
+        .map(|r| r.0.as_u16())
+        != Ok(200)
+    {
+        assert!(Instant::now() < deadline, "the probe stays open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for path in ["/metrics", "/status"] {
+        let (status, body) = client
+            .get(&format!("{admin}{path}"))
+            .await
+            .expect("answers");
+        assert_eq!(
+            status.as_u16(),
+            401,
+            "{path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // The provisioner polls with the token: the channel becomes Ready.
+    p.wait_resource(
+        "InMemoryChannel",
+        "orders",
+        Duration::from_secs(30),
+        "Ready",
+        is_ready,
+    )
+    .await;
+}

@@ -772,7 +772,10 @@ mod hostile_tests {
     fn an_oversized_manifest_is_refused_naming_it() {
         let text = " ".repeat(MAX_MANIFEST_BYTES as usize + 1);
         let err = load_str("huge.yaml", &text).expect_err("refused");
-        assert!(err.to_string().contains("huge.yaml") && err.to_string().contains("MiB"), "{err}");
+        assert!(
+            err.to_string().contains("huge.yaml") && err.to_string().contains("MiB"),
+            "{err}"
+        );
     }
 
     #[test]

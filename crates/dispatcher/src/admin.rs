@@ -32,6 +32,40 @@ pub fn respond(
 }
 
 /// Handle one admin request.
+/// The admin endpoints a token protects: what a dispatcher serves, and its
+/// metrics. Health and readiness stay open for probes.
+pub const PROTECTED: &[&str] = &["/metrics", "/status"];
+
+/// With an admin token (`--admin-token`, `KN_ADMIN_TOKEN`), a request for a
+/// [`PROTECTED`] endpoint without `Authorization: Bearer <token>` gets
+/// 401 (the comparison takes constant time). `None`: let it through.
+pub fn guard<B>(req: &Request<B>, token: Option<&str>) -> Option<Response<Full<Bytes>>> {
+    use subtle::ConstantTimeEq as _;
+    let token = token?;
+    if !PROTECTED.contains(&req.uri().path()) {
+        return None;
+    }
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return None;
+    }
+    let mut r = respond(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        "this endpoint needs Authorization: Bearer <admin token>\n",
+    );
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    Some(r)
+}
+
 pub async fn handle<B>(dataplane: Arc<Dataplane>, req: Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(

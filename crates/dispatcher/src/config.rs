@@ -76,6 +76,13 @@ pub struct DispatcherArgs {
     #[arg(long, env = "KN_CHANNEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Protect `/metrics` and `/status` on the admin server with this
+    /// token (`Authorization: Bearer <token>`); `/healthz` and `/readyz`
+    /// stay open for probes. The provisioner sends the same
+    /// `KN_ADMIN_TOKEN`.
+    #[arg(long, env = "KN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// What a client may make the ingress hold.
     #[command(flatten)]
     pub limits: crate::server::ServerLimits,

@@ -109,10 +109,19 @@ pub async fn run_until(
     // The admin server comes up first so probes can see "not ready yet".
     let admin_stop = CancellationToken::new();
     let admin_dp = dataplane.clone();
+    let admin_token: Option<Arc<str>> = args.admin_token.as_deref().map(Arc::from);
     let admin = tokio::spawn(server::serve(
         "admin",
         admin_listener,
-        move |req| admin::handle(admin_dp.clone(), req),
+        move |req| {
+            let (dataplane, token) = (admin_dp.clone(), admin_token.clone());
+            async move {
+                match admin::guard(&req, token.as_deref()) {
+                    Some(refused) => refused,
+                    None => admin::handle(dataplane, req).await,
+                }
+            }
+        },
         admin_stop.clone(),
         Duration::from_secs(1),
     ));

@@ -276,6 +276,10 @@ pub fn http_client() -> HttpClient {
 
 /// `GET <base>/<path>` as JSON of type `T`, within `timeout`; the error
 /// names the URL and what went wrong (`what` is the document expected).
+/// The admin token sent to dispatchers and source adapters (`--admin-token`,
+/// `KN_ADMIN_TOKEN`), set once at start.
+pub static ADMIN_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     client: &HttpClient,
     base: &Url,
@@ -284,9 +288,11 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     timeout: Duration,
 ) -> Result<T, String> {
     let uri = base.join(path).map_err(|e| e.to_string())?.to_string();
-    let request = Request::get(&uri)
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
+    let mut request = Request::get(&uri);
+    if let Some(token) = ADMIN_TOKEN.get() {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
     let answer = async {
         let response = client
             .request(request)

@@ -20,6 +20,11 @@ struct Cli {
     #[arg(long, env = "KN_CHANNEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
 
+    /// The token dispatchers and source adapters protect `/metrics` and
+    /// `/status` with (their `--admin-token`), sent when polling them.
+    #[arg(long, env = "KN_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +70,9 @@ where
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(token) = cli.admin_token.clone() {
+        let _ = provisioner::cycle::ADMIN_TOKEN.set(token);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

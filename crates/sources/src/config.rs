@@ -116,6 +116,11 @@ pub struct AdapterArgs {
     #[arg(long, env = "KN_SOURCE_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
 
+    /// Protect `/metrics` and `/status` with this token (`Authorization:
+    /// Bearer <token>`); `/healthz` and `/readyz` stay open.
+    #[arg(long, env = "KN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     #[arg(long, env = "KN_SOURCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }

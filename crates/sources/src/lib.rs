@@ -132,8 +132,12 @@ async fn admin(
     report: Arc<Mutex<Report>>,
     metrics: Arc<metrics::Metrics>,
     replica: (u32, u32),
+    token: Option<Arc<str>>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
+    if let Some(refused) = dispatcher::admin::guard(&req, token.as_deref()) {
+        return refused;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -258,6 +262,7 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
     let report = Arc::new(Mutex::new(Report::default()));
     let server = {
         let (runner, report, metrics) = (runner.clone(), report.clone(), metrics.clone());
+        let token: Option<Arc<str>> = args.admin_token.as_deref().map(Arc::from);
         tokio::spawn(dispatcher::server::serve(
             "admin",
             listener,
@@ -267,6 +272,7 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
                     report.clone(),
                     metrics.clone(),
                     replica,
+                    token.clone(),
                     req,
                 )
             },
