@@ -83,6 +83,10 @@ pub struct DispatcherArgs {
     #[arg(long, env = "KN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// HTTPS on the ingress.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
     /// What a client may make the ingress hold.
     #[command(flatten)]
     pub limits: crate::server::ServerLimits,

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod server;
 pub mod source;
 pub mod telemetry;
+pub mod tls;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -83,13 +84,36 @@ pub async fn run_until(
         .load()
         .context("cannot load the initial configuration")?;
 
-    let ingress_listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    // HTTPS first: a certificate that does not load stops the start.
+    let tls = match args.tls.files()? {
+        Some((cert, key)) => {
+            let reloading = tls::ReloadingCert::new(cert, key)?;
+            let listener = TcpListener::bind(args.tls.tls_listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {} (--tls-listen)", args.tls.tls_listen)
+                })?;
+            Some((reloading, listener))
+        }
+        None => None,
+    };
+    let ingress_listener = if args.tls.serves_http() {
+        Some(
+            TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?,
+        )
+    } else {
+        None
+    };
     let admin_listener = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
-    let ingress_addr = ingress_listener.local_addr()?;
+    let ingress_addr = match (&ingress_listener, &tls) {
+        (Some(l), _) => l.local_addr()?,
+        (None, Some((_, l))) => l.local_addr()?,
+        (None, None) => anyhow::bail!("no ingress: HTTP and HTTPS are both off"),
+    };
 
     let deliverer = Deliverer::new(
         metrics.clone(),
@@ -131,17 +155,37 @@ pub async fn run_until(
     let ingress_stop = CancellationToken::new();
     let handler = ingress::Ingress::new(routes, backend, args.max_body_bytes)
         .with_body_read_timeout(args.limits.body_read_timeout);
-    let ingress = tokio::spawn(server::serve_with(
-        "ingress",
-        ingress_listener,
-        move |req| {
-            let handler = handler.clone();
-            async move { handler.handle(req).await }
-        },
-        ingress_stop.clone(),
-        args.drain_timeout,
-        args.limits,
-    ));
+    let serve = move |req| {
+        let handler = handler.clone();
+        async move { handler.handle(req).await }
+    };
+    let mut ingresses = Vec::new();
+    if let Some(listener) = ingress_listener {
+        ingresses.push(tokio::spawn(server::serve_with(
+            "ingress",
+            listener,
+            serve.clone(),
+            ingress_stop.clone(),
+            args.drain_timeout,
+            args.limits,
+        )));
+    }
+    if let Some((reloading, listener)) = tls {
+        tracing::info!(tls = %listener.local_addr()?, mode = ?args.tls.transport_encryption, "HTTPS ingress");
+        tokio::spawn(reloading.clone().watch(
+            args.watch_interval.max(Duration::from_millis(100)),
+            shutdown.clone(),
+        ));
+        ingresses.push(tokio::spawn(server::serve_tls(
+            "ingress-tls",
+            listener,
+            serve,
+            ingress_stop.clone(),
+            args.drain_timeout,
+            args.limits,
+            reloading.acceptor(),
+        )));
+    }
     tracing::info!(ingress = %ingress_addr, admin = %args.admin_listen, backend = %dataplane.backend().kind(), "dispatcher started");
 
     // Watch the configuration until shutdown.
@@ -182,7 +226,9 @@ pub async fn run_until(
     shutdown.cancelled().await;
     // Phase 1: stop accepting events (requests in progress still finish).
     ingress_stop.cancel();
-    let _ = ingress.await;
+    for ingress in ingresses {
+        let _ = ingress.await;
+    }
     let _ = watch.await;
     // Phase 2: drain deliveries within the drain timeout.
     dataplane.shutdown().await;

@@ -132,6 +132,47 @@ pub async fn serve_with<H, Fut>(
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    serve_inner(name, listener, handler, shutdown, grace, limits, None).await
+}
+
+/// [`serve_with`] over TLS: each connection's handshake must complete
+/// within the header timeout.
+pub async fn serve_tls<H, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    handler: H,
+    shutdown: CancellationToken,
+    grace: Duration,
+    limits: ServerLimits,
+    acceptor: tokio_rustls::TlsAcceptor,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    serve_inner(
+        name,
+        listener,
+        handler,
+        shutdown,
+        grace,
+        limits,
+        Some(acceptor),
+    )
+    .await
+}
+
+async fn serve_inner<H, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    handler: H,
+    shutdown: CancellationToken,
+    grace: Duration,
+    limits: ServerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let builder = limits.builder();
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(
@@ -188,20 +229,44 @@ pub async fn serve_with<H, Fut>(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte = limits.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
             // hyper waits for a client's first bytes (to tell HTTP/1 from
             // HTTP/2) with no timer of its own: a client that connects and
-            // says nothing is dropped after the header timeout here.
-            let mut probe = [0u8; 1];
-            match tokio::time::timeout(first_byte, stream.peek(&mut probe)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => {
-                    tracing::debug!(server = name, %peer, "connection closed: nothing sent within the header timeout");
-                    return;
+            // says nothing is dropped after the header timeout here, and a
+            // TLS handshake must complete within it.
+            let result = match tls {
+                None => {
+                    let mut probe = [0u8; 1];
+                    match tokio::time::timeout(first_byte, stream.peek(&mut probe)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => {
+                            tracing::debug!(server = name, %peer, "connection closed: nothing sent within the header timeout");
+                            return;
+                        }
+                    }
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
                 }
-            }
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(first_byte, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(server = name, %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(server = name, %peer, "connection closed: no TLS handshake within the header timeout");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(server = name, %peer, error = %e, "connection ended with an error");
             }
             drop(slot);

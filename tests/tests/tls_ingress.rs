@@ -1,0 +1,271 @@
+//! HTTPS on the real `inmemory-dispatcher`'s ingress: permissive and strict
+//! transport encryption, certificate rotation without a restart, and
+//! certificates that do not load. Certificates come from the `openssl`
+//! command; requests are made with `curl --cacert`, as a producer would.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use tests::{Dispatcher, Sink};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`
+/// (`<name>-ca.pem`, `<name>-cert.pem`, `<name>-key.pem`).
+fn certificates(dir: &Path, name: &str) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca, ca_key) = (format!("{name}-ca.pem"), format!("{name}-ca-key.pem"));
+    let (cert, key, csr) = (
+        format!("{name}-cert.pem"),
+        format!("{name}-key.pem"),
+        format!("{name}.csr"),
+    );
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+/// POST an event with curl, trusting `ca`: the HTTP status, or curl's
+/// failure.
+fn curl_post(url: &str, ca: Option<&Path>, id: &str) -> Result<u16, String> {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+        "-X",
+        "POST",
+        url,
+    ])
+    .args([
+        "-H",
+        "ce-specversion: 1.0",
+        "-H",
+        &format!("ce-id: {id}"),
+        "-H",
+        "ce-type: t",
+        "-H",
+        "ce-source: /s",
+    ])
+    .args(["-H", "content-type: application/json", "-d", "{}"]);
+    if let Some(ca) = ca {
+        c.arg("--cacert").arg(ca);
+    }
+    let out = c.output().map_err(|e| format!("curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("curl exit {}", out.status));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
+fn manifests(sink: &str) -> String {
+    format!("apiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {{name: orders, namespace: shop}}\n---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: s, namespace: shop}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: orders}}\n  subscriber: {{uri: '{sink}'}}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_serves_both_and_a_rotated_certificate_is_picked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certificates(dir.path(), "one");
+    certificates(dir.path(), "two");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(dir.path().join("one-cert.pem"), &cert).expect("copy");
+    std::fs::copy(dir.path().join("one-key.pem"), &key).expect("copy");
+    let sink = Sink::accepting().await;
+    let tls = format!("127.0.0.1:{}", tests::free_port());
+    let d = Dispatcher::start(
+        &manifests(&sink.url()),
+        &[
+            "--transport-encryption",
+            "permissive",
+            "--tls-listen",
+            &tls,
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+    )
+    .await;
+    let https = format!("https://{tls}/shop/orders");
+    let one = dir.path().join("one-ca.pem");
+    let two = dir.path().join("two-ca.pem");
+    assert_eq!(
+        curl_post(&https, Some(&one), "over-tls"),
+        Ok(202),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        curl_post(&format!("http://{}/shop/orders", d.ingress), None, "plain"),
+        Ok(202)
+    );
+    assert!(
+        curl_post(&https, Some(&two), "wrong-ca").is_err(),
+        "not yet the second certificate"
+    );
+    let got = sink.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2);
+
+    // Rotation as a mounted Secret does it: new files, no restart.
+    std::fs::copy(
+        dir.path().join("two-key.pem"),
+        dir.path().join("tls.key.new"),
+    )
+    .expect("copy");
+    std::fs::copy(
+        dir.path().join("two-cert.pem"),
+        dir.path().join("tls.crt.new"),
+    )
+    .expect("copy");
+    std::fs::rename(dir.path().join("tls.key.new"), &key).expect("rename");
+    std::fs::rename(dir.path().join("tls.crt.new"), &cert).expect("rename");
+    assert!(
+        tests::eventually(WAIT, || curl_post(&https, Some(&two), "rotated") == Ok(202)).await,
+        "the new certificate is served: {}",
+        d.log()
+    );
+    assert!(
+        curl_post(&https, Some(&one), "old-ca").is_err(),
+        "the old one is gone"
+    );
+    // A broken rotation keeps the current pair.
+    std::fs::write(&cert, "not a certificate").expect("write");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        curl_post(&https, Some(&two), "after-a-bad-rotation"),
+        Ok(202),
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("keeping the previous one"), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_serves_https_only_and_bad_certificates_stop_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certificates(dir.path(), "one");
+    certificates(dir.path(), "two");
+    let sink = Sink::accepting().await;
+    let tls = format!("127.0.0.1:{}", tests::free_port());
+    let cert = dir.path().join("one-cert.pem").display().to_string();
+    let key = dir.path().join("one-key.pem").display().to_string();
+    let d = Dispatcher::start(
+        &manifests(&sink.url()),
+        &[
+            "--transport-encryption",
+            "strict",
+            "--tls-listen",
+            &tls,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    )
+    .await;
+    let ca = dir.path().join("one-ca.pem");
+    assert_eq!(
+        curl_post(&format!("https://{tls}/shop/orders"), Some(&ca), "strict"),
+        Ok(202),
+        "{}",
+        d.log()
+    );
+    assert!(
+        std::net::TcpStream::connect(d.ingress).is_err(),
+        "no plain HTTP listener in strict mode"
+    );
+    sink.wait_for(1, WAIT).await;
+
+    // Misconfigurations: no certificate, a key that is not the
+    // certificate's. The dispatcher exits naming what is wrong.
+    let other_key = dir.path().join("two-key.pem").display().to_string();
+    for (flags, expected) in [
+        (
+            vec!["--transport-encryption", "strict"],
+            "needs --tls-cert and --tls-key",
+        ),
+        (
+            vec![
+                "--transport-encryption",
+                "permissive",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &other_key,
+            ],
+            "does not match",
+        ),
+    ] {
+        let mut d = Dispatcher::spawn(&manifests(&sink.url()), &flags);
+        let status = d.wait_exit(WAIT).await;
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{flags:?} exits with an error"
+        );
+        assert!(d.log().contains(expected), "{flags:?}: {}", d.log());
+    }
+}
