@@ -269,3 +269,57 @@ async fn strict_serves_https_only_and_bad_certificates_stop_the_start() {
         assert!(d.log().contains(expected), "{flags:?}: {}", d.log());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_to_an_https_subscriber_verifies_its_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certificates(dir.path(), "one");
+    // event-display serving HTTPS with a certificate of CA "one".
+    let port = tests::free_port();
+    let out = std::fs::File::create(dir.path().join("display.out")).expect("out");
+    let mut display = Command::new(tests::build_bin("event-display", "event-display"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--json"])
+        .arg("--tls-cert")
+        .arg(dir.path().join("one-cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("one-key.pem"))
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("event-display starts");
+    let dead_letters = Sink::accepting().await;
+    let manifests = format!(
+        "apiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {{name: orders, namespace: shop}}\n---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: s, namespace: shop}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: orders}}\n  subscriber: {{uri: 'https://127.0.0.1:{port}/'}}\n  delivery: {{retry: 1, backoffDelay: PT0.1S, deadLetterSink: {{uri: '{}'}}}}\n",
+        dead_letters.url()
+    );
+    // Trusting CA "one": delivered.
+    let ca = dir.path().join("one-ca.pem").display().to_string();
+    let trusting = Dispatcher::start(&manifests, &["--delivery-ca-certs", &ca]).await;
+    let url = format!("http://{}/shop/orders", trusting.ingress);
+    assert_eq!(curl_post(&url, None, "trusted"), Ok(202));
+    assert!(
+        tests::eventually(WAIT, || std::fs::read_to_string(
+            dir.path().join("display.out")
+        )
+        .unwrap_or_default()
+        .contains("trusted"))
+        .await,
+        "{}",
+        trusting.log()
+    );
+    // Not trusting it: a delivery failure, retried, then dead-lettered,
+    // the reason naming the certificate.
+    let wary = Dispatcher::start(&manifests, &[]).await;
+    let url = format!("http://{}/shop/orders", wary.ingress);
+    assert_eq!(curl_post(&url, None, "untrusted"), Ok(202));
+    let dead = dead_letters.wait_for(1, WAIT).await;
+    let e = dead[0].event.as_ref().expect("the original event");
+    assert_eq!(e.id, "untrusted");
+    let log = wary.log();
+    assert!(
+        log.to_lowercase().contains("certificate"),
+        "the failure names the certificate: {log}"
+    );
+    let _ = display.kill();
+    let _ = display.wait();
+}

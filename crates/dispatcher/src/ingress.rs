@@ -335,6 +335,7 @@ mod tests {
                 drain_timeout: Duration::from_secs(1),
                 max_reply_bytes: 1024,
                 local_routes: None,
+                ca_certs: Vec::new(),
             },
         );
         let dp = Dataplane::new(backend.clone(), deliverer, metrics.clone(), routes.clone());

@@ -121,6 +121,7 @@ pub async fn run_until(
             drain_timeout: args.drain_timeout,
             max_reply_bytes: args.max_reply_bytes,
             local_routes: Some(Dataplane::local_routes(routes.clone(), ingress_addr)),
+            ca_certs: tls::read_ca_certs(args.tls.delivery_ca_certs.as_deref())?,
         },
     );
     let dataplane = Arc::new(Dataplane::new(

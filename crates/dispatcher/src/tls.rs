@@ -57,6 +57,11 @@ pub struct TlsArgs {
     /// PEM private key of the HTTPS ingress (watched).
     #[arg(long, env = "KN_CHANNEL_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+
+    /// PEM certificates HTTPS subscribers, replies and dead-letter sinks
+    /// are verified against, beside the system's roots (read at start).
+    #[arg(long, env = "KN_CHANNEL_DELIVERY_CA_CERTS")]
+    pub delivery_ca_certs: Option<PathBuf>,
 }
 
 impl TlsArgs {
@@ -78,6 +83,19 @@ impl TlsArgs {
             ),
         }
     }
+}
+
+/// The certificates of a PEM bundle (none without a file).
+pub fn read_ca_certs(path: Option<&Path>) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read the CA certificates {}", path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate bundle", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
+    Ok(certs)
 }
 
 /// Load a certificate chain and its key.

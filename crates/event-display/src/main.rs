@@ -90,6 +90,33 @@ struct Cli {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "EVENT_DISPLAY_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
+
+    /// Serve HTTPS with this PEM certificate chain (and `--tls-key`).
+    #[arg(long, env = "EVENT_DISPLAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "EVENT_DISPLAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// An HTTPS acceptor for `--tls-cert` and `--tls-key`.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 /// The readable form, as Knative's event_display prints it.
@@ -271,8 +298,16 @@ async fn main() -> anyhow::Result<()> {
     if StatusCode::from_u16(cli.status).is_err() {
         anyhow::bail!("--status {} is not an HTTP status code", cli.status);
     }
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
-    eprintln!("event-display listening on {}", listener.local_addr()?);
+    eprintln!(
+        "event-display listening on {}{}",
+        listener.local_addr()?,
+        if tls.is_some() { " (HTTPS)" } else { "" }
+    );
     let sink = Arc::new(Sink {
         cli,
         requests: AtomicU64::new(0),
@@ -295,14 +330,27 @@ async fn main() -> anyhow::Result<()> {
         let _ = stream.set_nodelay(true);
         let sink = sink.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let sink = sink.clone();
                 async move { Ok::<_, std::convert::Infallible>(sink.handle(req).await) }
             });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Err(e) => eprintln!("TLS handshake failed: {e}"),
+                },
+            }
         });
     }
     Ok(())

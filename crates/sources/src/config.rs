@@ -116,6 +116,11 @@ pub struct AdapterArgs {
     #[arg(long, env = "KN_SOURCE_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
 
+    /// PEM certificates HTTPS sinks are verified against, beside the
+    /// system's roots.
+    #[arg(long, env = "KN_SOURCE_DELIVERY_CA_CERTS")]
+    pub delivery_ca_certs: Option<PathBuf>,
+
     /// Protect `/metrics` and `/status` with this token (`Authorization:
     /// Bearer <token>`); `/healthz` and `/readyz` stay open.
     #[arg(long, env = "KN_ADMIN_TOKEN", hide_env_values = true)]

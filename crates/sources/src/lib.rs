@@ -216,6 +216,7 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
             drain_timeout: args.drain_timeout,
             max_reply_bytes: args.max_reply_bytes,
             local_routes: None,
+            ca_certs: dispatcher::tls::read_ca_certs(args.delivery_ca_certs.as_deref())?,
         },
     );
     let routes = webhook::Routes::default();

@@ -1,6 +1,10 @@
 //! The HTTP client that sends events: one pooled keep-alive client per
 //! dispatcher, with a resolver that reaches channels served by this
-//! dispatcher without cluster DNS.
+//! dispatcher without cluster DNS, over HTTP or HTTPS. HTTPS destinations
+//! are verified against the system's roots plus the dispatcher's
+//! `--delivery-ca-certs`; a certificate that does not verify fails the
+//! attempt like a refused connection (retried, then dead-lettered), the
+//! reason naming the verification error.
 
 use super::LocalRoutes;
 use bytes::Bytes;
@@ -75,19 +79,52 @@ impl Attempt {
 /// Sends events over pooled HTTP/1.1 connections.
 #[derive(Debug, Clone)]
 pub struct EventClient {
-    client: Client<HttpConnector<Resolver>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
     max_body: usize,
+}
+
+/// The roots HTTPS destinations are verified against: the system's and
+/// `extra` (PEM certificates).
+pub fn root_store(extra: &[rustls::pki_types::CertificateDer<'static>]) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::debug!(error = %e, "a system root certificate could not be read");
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    let (extra_added, extra_ignored) = roots.add_parsable_certificates(extra.iter().cloned());
+    if extra_ignored > 0 {
+        tracing::warn!(
+            ignored = extra_ignored,
+            "some --delivery-ca-certs certificates are not usable roots"
+        );
+    }
+    tracing::debug!(system = added, extra = extra_added, "delivery roots");
+    roots
 }
 
 static PREFER: HeaderName = HeaderName::from_static("prefer");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 impl EventClient {
-    pub fn new(local: Option<Arc<dyn LocalRoutes>>, max_body: usize) -> Self {
+    pub fn new(
+        local: Option<Arc<dyn LocalRoutes>>,
+        max_body: usize,
+        roots: rustls::RootCertStore,
+    ) -> Self {
         let mut connector = HttpConnector::new_with_resolver(Resolver { local });
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        connector.enforce_http(false);
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)

@@ -53,6 +53,9 @@ pub struct DeliveryOptions {
     /// Largest response body read from a subscriber; a larger reply is not routed.
     pub max_reply_bytes: usize,
     pub local_routes: Option<Arc<dyn LocalRoutes>>,
+    /// Extra roots HTTPS destinations are verified against, beside the
+    /// system's (`--delivery-ca-certs`).
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Largest `knativeerrordata` value, in characters of base64.
@@ -95,7 +98,11 @@ struct Job {
 impl Deliverer {
     pub fn new(metrics: Arc<Metrics>, opts: DeliveryOptions) -> Self {
         Deliverer {
-            client: EventClient::new(opts.local_routes.clone(), opts.max_reply_bytes),
+            client: EventClient::new(
+                opts.local_routes.clone(),
+                opts.max_reply_bytes,
+                client::root_store(&opts.ca_certs),
+            ),
             metrics,
             opts,
         }
@@ -384,6 +391,15 @@ impl Job {
             }
             let verdict = classify(attempt.status());
             tracing::debug!(destination = %url, event_id = %event.id, status = attempt.status(), attempt = n + 1, ?verdict, "delivery attempt");
+            if let Attempt::Failed { reason } = &attempt {
+                // No response at all (refused, timed out, a certificate
+                // that does not verify): said once, on the last attempt.
+                if n >= policy.retry {
+                    tracing::warn!(destination = %url, event_id = %event.id, attempts = n + 1, reason = %reason, "delivery failed without a response");
+                } else {
+                    tracing::debug!(destination = %url, event_id = %event.id, reason = %reason, "no response");
+                }
+            }
             match verdict {
                 Verdict::Success => return Sent::Ok(attempt),
                 Verdict::Fatal => {
