@@ -193,7 +193,7 @@ pub struct TriggerSpec {
 
 /// The schema of `spec.filters`: a list of objects kept as they are.
 #[cfg(feature = "schema")]
-fn filter_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn filter_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}

@@ -750,7 +750,10 @@ pub fn compile(m: &Manifests) -> Compiled {
     let (sources, source_sinks) = sources::compile_sources(m, &index, &mut problems);
 
     // 3. One contract per backend, each carrying the feature flags.
-    let features = crate::features::from_manifests(m, &mut problems);
+    let mut features = crate::features::from_manifests(m, &mut problems);
+    if let Some(oidc) = &mut features.oidc {
+        oidc.policies = crate::policy::applied_policies(m, &compiled);
+    }
     let mut contracts: BTreeMap<BackendKind, Contract> = BTreeMap::new();
     for channel in compiled {
         contracts

@@ -2,7 +2,11 @@
 //! `knative-eventing` namespace) that the data plane acts on, carried in the
 //! contract so that every dispatcher follows the control plane's setting.
 //!
-//! Today one flag matters to dispatchers: `eventtype-auto-create`. When it
+//! `authentication-oidc: enabled` makes every broker and channel ingress
+//! require an OIDC token (`Authorization: Bearer <JWT>`) whose audience is
+//! the resource's ([`audience`]): see the dispatcher's `--oidc-*` flags.
+//!
+//! `eventtype-auto-create`: when it
 //! is `enabled`, broker and channel ingress record the `(type, source)`
 //! pairs of the events they accept, and the control plane turns them into
 //! EventTypes of the registry. A producer sending random types must not grow
@@ -15,23 +19,57 @@
 use crate::compile::Problem;
 use crate::manifests::Manifests;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Namespace and name of Knative's feature ConfigMap.
 pub const CONFIG_FEATURES: (&str, &str) = ("knative-eventing", "config-features");
 /// The flag turning EventType auto-creation on (`enabled`) or off.
 pub const EVENTTYPE_AUTO_CREATE: &str = "eventtype-auto-create";
+/// The flag requiring OIDC tokens at ingress (`enabled`) or not.
+pub const AUTHENTICATION_OIDC: &str = "authentication-oidc";
 /// This project's bound on auto-created EventTypes per broker or channel.
 pub const EVENTTYPE_MAX_PER_REFERENCE: &str = "eventtype-auto-create-max-per-reference";
 /// Default of [`EVENTTYPE_MAX_PER_REFERENCE`].
 pub const DEFAULT_MAX_PER_REFERENCE: u32 = 100;
 
 /// The flags a dispatcher follows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Features {
     /// Set when `eventtype-auto-create` is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eventtype_auto_create: Option<EventTypeAutoCreate>,
+    /// Set when `authentication-oidc` is enabled: tokens are required at
+    /// every broker and channel ingress, and these policies authorize them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<Oidc>,
+}
+
+/// The OIDC feature's settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Oidc {
+    /// `default-authorization-mode`: for brokers and channels no policy
+    /// applies to.
+    #[serde(default)]
+    pub default_authorization_mode: crate::policy::AuthorizationMode,
+    /// The EventPolicies applying to each broker and channel, by ingress
+    /// path (`/<ns>/<channel>`, `/brokers/<ns>/<broker>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, Vec<crate::policy::AppliedPolicy>>,
+}
+
+/// The OIDC audience of a channel (`kind` as the user wrote it, e.g.
+/// `InMemoryChannel`) or, with `kind` `Broker`, of a broker — Knative's
+/// form: `messaging.knative.dev/inmemorychannel/<ns>/<name>`,
+/// `eventing.knative.dev/broker/<ns>/<name>`.
+pub fn audience(kind: &str, namespace: &str, name: &str) -> String {
+    let group = if kind == "Broker" {
+        "eventing.knative.dev"
+    } else {
+        "messaging.knative.dev"
+    };
+    format!("{group}/{}/{namespace}/{name}", kind.to_ascii_lowercase())
 }
 
 impl Features {
@@ -68,6 +106,31 @@ pub fn from_manifests(manifests: &Manifests, problems: &mut Vec<Problem>) -> Fea
             message,
         })
     };
+    let oidc_on = match map.data.get(AUTHENTICATION_OIDC).map(|v| v.trim()) {
+        None | Some("disabled") => false,
+        Some("enabled") => true,
+        Some(other) => {
+            // Fail closed: a value that cannot be read keeps tokens required.
+            problem(format!(
+                "data.{AUTHENTICATION_OIDC}: {other:?} is neither \"enabled\" nor \"disabled\"; tokens are required"
+            ));
+            true
+        }
+    };
+    let mode = match map.data.get(crate::policy::DEFAULT_AUTHORIZATION_MODE) {
+        None => crate::policy::AuthorizationMode::default(),
+        Some(v) => crate::policy::AuthorizationMode::parse(v).unwrap_or_else(|| {
+            problem(format!(
+                "data.{}: {v:?} is not allow-all, allow-same-namespace or deny-all; using deny-all",
+                crate::policy::DEFAULT_AUTHORIZATION_MODE
+            ));
+            crate::policy::AuthorizationMode::DenyAll
+        }),
+    };
+    let oidc = oidc_on.then(|| Oidc {
+        default_authorization_mode: mode,
+        policies: BTreeMap::new(),
+    });
     let enabled = match map.data.get(EVENTTYPE_AUTO_CREATE).map(|v| v.trim()) {
         None | Some("disabled") => false,
         Some("enabled") => true,
@@ -79,7 +142,10 @@ pub fn from_manifests(manifests: &Manifests, problems: &mut Vec<Problem>) -> Fea
         }
     };
     if !enabled {
-        return Features::default();
+        return Features {
+            oidc,
+            ..Features::default()
+        };
     }
     let max = match map.data.get(EVENTTYPE_MAX_PER_REFERENCE).map(|v| v.trim()) {
         None => DEFAULT_MAX_PER_REFERENCE,
@@ -97,6 +163,7 @@ pub fn from_manifests(manifests: &Manifests, problems: &mut Vec<Problem>) -> Fea
         eventtype_auto_create: Some(EventTypeAutoCreate {
             max_per_reference: max,
         }),
+        oidc,
     }
 }
 
@@ -141,6 +208,31 @@ mod tests {
         let m = load_str("t.yaml", yaml).expect("loads");
         let mut problems = Vec::new();
         (from_manifests(&m, &mut problems), problems)
+    }
+
+    #[test]
+    fn oidc_is_required_when_enabled_or_unreadable_and_audiences_are_knatives() {
+        let cm = |v: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-features, namespace: knative-eventing}}\ndata: {{authentication-oidc: '{v}'}}\n")
+        };
+        let on = features(&cm("enabled")).0.oidc.expect("on");
+        assert_eq!(
+            on.default_authorization_mode,
+            crate::policy::AuthorizationMode::AllowSameNamespace,
+            "Knative's default"
+        );
+        assert!(features(&cm("disabled")).0.oidc.is_none());
+        let (f, p) = features(&cm("maybe"));
+        assert!(f.oidc.is_some(), "fails closed");
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            audience("InMemoryChannel", "shop", "orders"),
+            "messaging.knative.dev/inmemorychannel/shop/orders"
+        );
+        assert_eq!(
+            audience("Broker", "shop", "default"),
+            "eventing.knative.dev/broker/shop/default"
+        );
     }
 
     #[test]

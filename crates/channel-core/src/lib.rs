@@ -34,6 +34,7 @@ pub mod eventtype;
 pub mod features;
 pub mod flows;
 pub mod manifests;
+pub mod policy;
 pub mod resources;
 pub mod sources;
 

@@ -57,6 +57,8 @@ pub struct Manifests {
     pub github_sources: Vec<Source<GitHubSourceSpec>>,
     pub gitlab_sources: Vec<Source<GitLabSourceSpec>>,
     pub kafka_sources: Vec<Source<KafkaSourceSpec>>,
+    /// Who may send to which brokers and channels (with OIDC).
+    pub event_policies: Vec<crate::policy::EventPolicy>,
     /// Documents that were skipped, and why.
     pub warnings: Vec<String>,
 }
@@ -454,6 +456,17 @@ impl Loader {
                 .map_err(|e| doc.field(&what, e))?;
             let source = self.source(doc, &what, env.metadata, env.spec, |s| s.validate())?;
             self.manifests.kafka_sources.push(source);
+        } else if kind == "EventPolicy" && group_ok(crate::policy::EVENT_POLICY_VERSIONS) {
+            note(self)?;
+            let env: Envelope<crate::policy::EventPolicySpec> = doc.parse(&what, value)?;
+            require_name(doc, &what, &env.metadata)?;
+            env.spec.validate().map_err(|e| doc.field(&what, e))?;
+            self.manifests
+                .event_policies
+                .push(crate::policy::EventPolicy {
+                    metadata: env.metadata,
+                    spec: env.spec,
+                });
         } else if kind == "ConfigMap" && api_version == "v1" {
             note(self)?;
             let cm: ConfigMapDoc = doc.parse(&what, value)?;

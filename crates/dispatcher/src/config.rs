@@ -87,6 +87,16 @@ pub struct DispatcherArgs {
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
 
+    /// The OIDC issuer whose tokens senders present where the contract
+    /// turns `authentication-oidc` on (the `iss` claim, exactly).
+    #[arg(long, env = "KN_CHANNEL_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// The issuer's signing keys: a JWKS file or an http(s) URL. Without
+    /// it they are discovered from `<issuer>/.well-known/openid-configuration`.
+    #[arg(long, env = "KN_CHANNEL_OIDC_JWKS", requires = "oidc_issuer")]
+    pub oidc_jwks: Option<String>,
+
     /// What a client may make the ingress hold.
     #[command(flatten)]
     pub limits: crate::server::ServerLimits,

@@ -32,6 +32,8 @@ pub struct Route {
     /// Where ingress records `(type, source)` pairs, when EventType
     /// auto-creation is on.
     pub event_types: Option<Arc<crate::eventtypes::Seen>>,
+    /// What a sender must present, when OIDC authentication is on.
+    pub auth: Option<Arc<crate::auth::authorize::RouteAuth>>,
 }
 
 /// Ingress lookup tables, swapped whole on every apply (readers never lock).
@@ -223,6 +225,8 @@ pub struct Dataplane {
     status: Mutex<Status>,
     /// EventType auto-registration (`eventtype-auto-create`).
     event_types: Mutex<crate::eventtypes::Registry>,
+    /// `authentication-oidc` and the EventPolicies, from the last contract.
+    oidc: Mutex<Option<channel_core::features::Oidc>>,
 }
 
 impl Dataplane {
@@ -248,6 +252,7 @@ impl Dataplane {
             applied: tokio::sync::Mutex::new(Applied::default()),
             status: Mutex::new(status),
             event_types: Mutex::default(),
+            oidc: Mutex::new(None),
         }
     }
 
@@ -359,6 +364,7 @@ impl Dataplane {
     pub async fn apply(&self, contract: Contract, problems: Vec<ProblemStatus>) {
         let mut applied = self.applied.lock().await;
         applied.last = Some((contract.clone(), problems.clone()));
+        *self.oidc.lock().unwrap_or_else(|e| e.into_inner()) = contract.features.oidc.clone();
         let kind = self.backend.kind();
         let mut problems = problems;
         let mut desired: BTreeMap<String, Arc<ChannelContract>> = BTreeMap::new();
@@ -673,6 +679,14 @@ impl Dataplane {
     fn publish_routes(&self, channels: &[Arc<ChannelContract>]) {
         let mut table = RouteTable::default();
         let current = self.routes.load();
+        let oidc = self.oidc.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let auth = |path: &str, kind: &str, ns: &str, name: &str| {
+            oidc.as_ref().map(|o| {
+                Arc::new(crate::auth::authorize::RouteAuth::new(
+                    o, path, kind, ns, name,
+                ))
+            })
+        };
         let mut event_types = self.event_types.lock().unwrap_or_else(|e| e.into_inner());
         for channel in channels {
             // Keep metric handles of channels that stay.
@@ -687,6 +701,12 @@ impl Dataplane {
                 metrics,
                 broker: false,
                 event_types: own.and_then(|r| event_types.route(r, &self.metrics)),
+                auth: auth(
+                    &channel.ingress.path,
+                    &channel.kind,
+                    &channel.namespace,
+                    &channel.name,
+                ),
             });
             table
                 .by_path
@@ -705,6 +725,12 @@ impl Dataplane {
                     event_types: of_broker
                         .clone()
                         .and_then(|r| event_types.route(r, &self.metrics)),
+                    auth: auth(
+                        &broker.ingress.path,
+                        "Broker",
+                        &channel.namespace,
+                        &broker.name,
+                    ),
                 });
                 table
                     .by_path
@@ -851,6 +877,7 @@ mod tests {
                 channel: c.clone(),
                 broker: false,
                 event_types: None,
+                auth: None,
             });
             table.by_path.insert(c.ingress.path.clone(), route.clone());
             table.by_host.insert(c.ingress.host.clone(), route);

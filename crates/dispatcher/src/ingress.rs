@@ -38,6 +38,8 @@ pub struct Ingress {
     backend: Arc<dyn Backend>,
     max_body_bytes: usize,
     body_read_timeout: std::time::Duration,
+    /// Verifies senders' tokens where OIDC authentication is on.
+    oidc: Option<crate::auth::oidc::Verifier>,
 }
 
 fn respond(status: StatusCode, message: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -65,7 +67,45 @@ impl Ingress {
             backend,
             max_body_bytes,
             body_read_timeout: crate::server::ServerLimits::default().body_read_timeout,
+            oidc: None,
         }
+    }
+
+    /// Verify tokens with `verifier` where the contract turns OIDC on.
+    pub fn with_oidc(mut self, verifier: Option<crate::auth::oidc::Verifier>) -> Self {
+        self.oidc = verifier;
+        self
+    }
+
+    /// The sender's subject when `route` requires a token: `Err` is the
+    /// 401 answer (before the body is read).
+    async fn authenticate<B>(
+        &self,
+        auth: &crate::auth::authorize::RouteAuth,
+        req: &Request<B>,
+    ) -> Result<String, Response<Full<Bytes>>> {
+        let unauthorized = |message: String| {
+            let mut r = respond(StatusCode::UNAUTHORIZED, format!("{message}\n"));
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            r
+        };
+        let Some(verifier) = &self.oidc else {
+            return Err(unauthorized(
+                "OIDC authentication is required here, and this dispatcher has no --oidc-issuer to verify tokens with".into(),
+            ));
+        };
+        let header = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        verifier
+            .verify(header, &auth.audience)
+            .await
+            .map(|claims| claims.sub)
+            .map_err(|e| unauthorized(format!("{e} (audience {})", auth.audience)))
     }
 
     /// Answer 408 to a client that takes longer than `timeout` to send a
@@ -106,11 +146,22 @@ impl Ingress {
             );
         };
         drop(routes);
+        let sender = match &route.auth {
+            None => None,
+            Some(auth) => match self.authenticate(auth, &req).await {
+                Ok(sub) => Some((auth.clone(), sub)),
+                Err(refused) => {
+                    route.metrics.received(refused.status().as_u16());
+                    return refused;
+                }
+            },
+        };
         let response = self
             .accept(
                 route.channel.clone(),
                 route.broker,
                 route.event_types.as_deref(),
+                sender,
                 req,
             )
             .await;
@@ -123,6 +174,7 @@ impl Ingress {
         channel: Arc<channel_core::ChannelContract>,
         broker: bool,
         event_types: Option<&crate::eventtypes::Seen>,
+        sender: Option<(Arc<crate::auth::authorize::RouteAuth>, String)>,
         req: Request<B>,
     ) -> Response<Full<Bytes>>
     where
@@ -177,6 +229,13 @@ impl Ingress {
             Ok(event) => event,
             Err(e) => return respond(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };
+        // Authorized before anything is stored: the EventPolicies applying
+        // here, or the default authorization mode.
+        if let Some((auth, sub)) = &sender {
+            if let Err(why) = auth.authorize(sub, &event) {
+                return respond(StatusCode::FORBIDDEN, format!("{why}\n"));
+            }
+        }
         if broker {
             crate::delivery::trigger::default_broker_ttl(&mut event);
         }

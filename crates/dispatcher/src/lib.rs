@@ -11,6 +11,7 @@
 //! Kubernetes: it follows a contract.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod dataplane;
 pub mod delivery;
@@ -49,6 +50,33 @@ pub async fn run(args: DispatcherArgs, backend: Arc<dyn Backend>) -> anyhow::Res
         signals.cancel();
     });
     run_until(args, backend, shutdown).await
+}
+
+/// The token verifier of `--oidc-issuer`, its keys loaded (an error names
+/// the file or URL) and refreshed until `shutdown`.
+async fn oidc_verifier(
+    args: &DispatcherArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<auth::oidc::Verifier>> {
+    use auth::oidc::{JwksSource, OidcConfig, Verifier};
+    let Some(issuer) = &args.oidc_issuer else {
+        return Ok(None);
+    };
+    let jwks = match args.oidc_jwks.as_deref() {
+        Some(j) if j.starts_with("http://") || j.starts_with("https://") => {
+            JwksSource::Url(url::Url::parse(j).with_context(|| format!("--oidc-jwks {j}"))?)
+        }
+        Some(j) => JwksSource::File(j.into()),
+        None => JwksSource::Discovery(
+            url::Url::parse(issuer)
+                .with_context(|| format!("--oidc-issuer {issuer} is not a URL"))?,
+        ),
+    };
+    let verifier = Verifier::new(OidcConfig::new(issuer.clone(), jwks))
+        .await
+        .context("cannot load the OIDC keys")?;
+    verifier.spawn_refresh(shutdown.clone());
+    Ok(Some(verifier))
 }
 
 /// Wait for SIGTERM or SIGINT (logging which arrived).
@@ -154,8 +182,10 @@ pub async fn run_until(
     dataplane.apply(initial.contract, initial.problems).await;
 
     let ingress_stop = CancellationToken::new();
+    let verifier = oidc_verifier(&args, &shutdown).await?;
     let handler = ingress::Ingress::new(routes, backend, args.max_body_bytes)
-        .with_body_read_timeout(args.limits.body_read_timeout);
+        .with_body_read_timeout(args.limits.body_read_timeout)
+        .with_oidc(verifier);
     let serve = move |req| {
         let handler = handler.clone();
         async move { handler.handle(req).await }

@@ -1,0 +1,182 @@
+//! OIDC sender authentication and EventPolicy authorization at the real
+//! `inmemory-dispatcher`'s ingress, with tokens minted here (RS256, keys
+//! from `openssl genpkey`) and the issuer's keys in a JWKS file.
+
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tests::{Dispatcher, Sink};
+
+const ISSUER: &str = "https://issuer.test";
+const CHANNEL_AUD: &str = "messaging.knative.dev/inmemorychannel/shop/orders";
+const BROKER_AUD: &str = "eventing.knative.dev/broker/shop/default";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn rsa_key() -> EncodingKey {
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success());
+    EncodingKey::from_rsa_pem(&out.stdout).expect("RSA key")
+}
+
+fn token(key: &EncodingKey, claims: Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("k1".into());
+    encode(&header, &claims, key).expect("token")
+}
+
+fn claims(sub: &str, aud: &str) -> Value {
+    json!({"iss": ISSUER, "aud": aud, "sub": sub, "exp": now() + 600, "iat": now()})
+}
+
+/// POST an event with an optional bearer token: the status and the body.
+async fn post(url: &str, bearer: Option<&str>, ty: &str) -> (u16, String) {
+    let client = tests::HttpClient::new();
+    let mut req = http::Request::post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", format!("{ty}-{}", now()))
+        .header("ce-type", ty)
+        .header("ce-source", "/test");
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let (status, _, body) = client
+        .send(
+            req.body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                .expect("request"),
+        )
+        .await
+        .expect("answers");
+    (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_verified_and_policies_decide_who_may_send_what() {
+    let key = rsa_key();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).expect("jwk");
+    jwk.common.key_id = Some("k1".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).expect("write");
+
+    let sink = Sink::accepting().await;
+    let manifests = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-features, namespace: knative-eventing}}\ndata: {{authentication-oidc: enabled, default-authorization-mode: allow-same-namespace}}\n---\napiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {{name: orders, namespace: shop}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default, namespace: shop}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: all, namespace: shop}}\nspec:\n  broker: default\n  subscriber: {{uri: '{}'}}\n---\napiVersion: eventing.knative.dev/v1alpha1\nkind: EventPolicy\nmetadata: {{name: billing-may-send, namespace: shop}}\nspec:\n  to: [{{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}]\n  from: [{{sub: 'system:serviceaccount:billing:*'}}]\n  filters: [{{cesql: \"type LIKE 'com.example.invoice.%'\"}}]\n",
+        sink.url()
+    );
+    let d = Dispatcher::start(
+        &manifests,
+        &[
+            "--oidc-issuer",
+            ISSUER,
+            "--oidc-jwks",
+            &jwks.display().to_string(),
+        ],
+    )
+    .await;
+    let channel = format!("http://{}/shop/orders", d.ingress);
+    let broker = format!("http://{}/brokers/shop/default", d.ingress);
+    let shop = "system:serviceaccount:shop:producer";
+    let billing = "system:serviceaccount:billing:invoicer";
+
+    // Authentication: 401 before anything is stored.
+    let (status, body) = post(&channel, None, "t").await;
+    assert_eq!(status, 401, "{body}");
+    for bad in [
+        token(&key, claims(shop, BROKER_AUD)),
+        token(
+            &key,
+            json!({"iss": ISSUER, "aud": CHANNEL_AUD, "sub": shop, "exp": now() - 3600}),
+        ),
+        token(
+            &key,
+            json!({"iss": "https://elsewhere", "aud": CHANNEL_AUD, "sub": shop, "exp": now() + 600}),
+        ),
+        token(&rsa_key(), claims(shop, CHANNEL_AUD)),
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.".to_owned(),
+        "garbage".to_owned(),
+    ] {
+        let (status, body) = post(&channel, Some(&bad), "t").await;
+        assert_eq!(status, 401, "{bad}: {body}");
+    }
+
+    // The channel: no policy applies, the default mode allows its own
+    // namespace only.
+    let (status, body) = post(&channel, Some(&token(&key, claims(shop, CHANNEL_AUD))), "t").await;
+    assert_eq!(status, 202, "{body}\n{}", d.log());
+    let (status, body) = post(
+        &channel,
+        Some(&token(&key, claims(billing, CHANNEL_AUD))),
+        "t",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("default authorization mode"), "{body}");
+
+    // The broker: its policy allows billing's invoices only.
+    let invoice = "com.example.invoice.paid";
+    let (status, body) = post(
+        &broker,
+        Some(&token(&key, claims(billing, BROKER_AUD))),
+        invoice,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = post(
+        &broker,
+        Some(&token(&key, claims(billing, BROKER_AUD))),
+        "com.example.refund",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post(
+        &broker,
+        Some(&token(&key, claims(shop, BROKER_AUD))),
+        invoice,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("billing-may-send"), "{body}");
+    let got = sink.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let types: Vec<String> = sink
+        .received()
+        .iter()
+        .filter_map(|r| Some(r.event.as_ref()?.ty.clone()))
+        .collect();
+    assert_eq!(
+        types,
+        [invoice],
+        "only the allowed event was stored: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_on_without_an_issuer_refuses_every_sender() {
+    let manifests = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-eventing}\ndata: {authentication-oidc: enabled}\n---\napiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {name: orders, namespace: shop}\n";
+    let d = Dispatcher::start(manifests, &[]).await;
+    let (status, body) = post(
+        &format!("http://{}/shop/orders", d.ingress),
+        Some("x.y.z"),
+        "t",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(body.contains("--oidc-issuer"), "{body}");
+}
