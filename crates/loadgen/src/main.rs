@@ -58,6 +58,12 @@ enum Command {
         /// events.
         #[arg(long, default_value_t = 0)]
         keys: u64,
+        /// Trust this PEM CA for an `https://` URL (beside the system's).
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
+        /// Send `Authorization: Bearer <TOKEN>` (a JWT for OIDC ingress).
+        #[arg(long)]
+        bearer: Option<String>,
     },
     /// Raw JetStream baseline: publish with PubAck + pull consume + ack.
     RawNats {
@@ -132,6 +138,7 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
+#[allow(clippy::too_many_arguments)] // one per `send` flag
 async fn send(
     url: String,
     rate: u64,
@@ -139,10 +146,29 @@ async fn send(
     concurrency: usize,
     size: usize,
     keys: u64,
+    ca: Option<std::path::PathBuf>,
+    bearer: Option<String>,
 ) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = &ca {
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)? {
+            roots.add(cert?)?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency.max(1))
-        .build_http();
+        .build(connector);
+    let bearer: Option<Arc<str>> = bearer.map(|b| Arc::from(format!("Bearer {b}").as_str()));
     let data = Bytes::from(vec![b'x'; size]);
     let sent = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
@@ -155,7 +181,8 @@ async fn send(
         (rate > 0).then(|| Duration::from_secs_f64(concurrency.max(1) as f64 / rate as f64));
     let mut workers = Vec::new();
     for w in 0..concurrency.max(1) {
-        let (client, url, data) = (client.clone(), url.clone(), data.clone());
+        let (client, url, data, bearer) =
+            (client.clone(), url.clone(), data.clone(), bearer.clone());
         let (sent, accepted, rejected, errors, latency) = (
             sent.clone(),
             accepted.clone(),
@@ -182,6 +209,9 @@ async fn send(
                 let mut req = Request::post(url.as_str());
                 if keys > 0 {
                     req = req.header("ce-benchkey", (n % keys).to_string());
+                }
+                if let Some(b) = &bearer {
+                    req = req.header("authorization", &**b);
                 }
                 let req = req
                     .header("ce-specversion", "1.0")
@@ -355,7 +385,9 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             size,
             keys,
-        } => send(url, rate, duration, concurrency, size, keys).await,
+            ca,
+            bearer,
+        } => send(url, rate, duration, concurrency, size, keys, ca, bearer).await,
         Command::RawNats {
             url,
             duration,
