@@ -55,8 +55,41 @@ fn hook_body(settings: &GitHubSettings, secret: &SecretValue, webhook: &Url) -> 
     })
 }
 
-fn id_of(body: &Value) -> Option<u64> {
-    body.get("id").and_then(Value::as_u64)
+/// A repository's or organisation's hooks, for [`super::ensure`].
+struct Hooks<'a> {
+    api: &'a ApiClient,
+    url: Url,
+    token: &'a SecretValue,
+    body: Value,
+}
+
+impl super::HookCollection for Hooks<'_> {
+    async fn update(&self, id: u64) -> Result<(StatusCode, Value), HookError> {
+        let url = self
+            .url
+            .join(&format!("hooks/{id}"))
+            .map_err(|e| HookError::Invalid(e.to_string()))?;
+        call(self.api, Method::PATCH, &url, self.token, Some(&self.body)).await
+    }
+
+    async fn list(&self) -> Result<(StatusCode, Value), HookError> {
+        call(self.api, Method::GET, &self.url, self.token, None).await
+    }
+
+    async fn create(&self) -> Result<(StatusCode, Value), HookError> {
+        call(
+            self.api,
+            Method::POST,
+            &self.url,
+            self.token,
+            Some(&self.body),
+        )
+        .await
+    }
+
+    fn delivery_url(hook: &Value) -> Option<&str> {
+        hook.pointer("/config/url").and_then(Value::as_str)
+    }
 }
 
 /// Create or update the hook of `settings` delivering to `webhook`;
@@ -70,55 +103,15 @@ pub async fn ensure(
     webhook: &Url,
     known: Option<u64>,
 ) -> Result<(u64, String), HookError> {
-    let hooks = hooks_url(settings)?;
-    let body = hook_body(settings, secret, webhook);
-    let what = format!("GitHub webhook of {}", settings.owner_and_repository);
-    let update = |id: u64| {
-        let hooks = hooks.clone();
-        let body = body.clone();
-        async move {
-            let url = hooks
-                .join(&format!("hooks/{id}"))
-                .map_err(|e| HookError::Invalid(e.to_string()))?;
-            call(api, Method::PATCH, &url, token, Some(&body)).await
-        }
+    let hooks = Hooks {
+        api,
+        url: hooks_url(settings)?,
+        token,
+        body: hook_body(settings, secret, webhook),
     };
-    // The recorded hook, if it still exists.
-    if let Some(id) = known {
-        let (status, answer) = update(id).await?;
-        match status {
-            s if s.is_success() => return Ok((id, hooks.to_string())),
-            StatusCode::NOT_FOUND => {}
-            s => return Err(failure(&format!("updating the {what}"), s, &answer)),
-        }
-    }
-    // A hook already delivering to this URL (an id lost with the state).
-    let (status, list) = call(api, Method::GET, &hooks, token, None).await?;
-    if !status.is_success() {
-        return Err(failure(
-            &format!("listing the hooks for the {what}"),
-            status,
-            &list,
-        ));
-    }
-    let existing = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|h| h.pointer("/config/url").and_then(Value::as_str) == Some(webhook.as_str()));
-    if let Some(id) = existing.and_then(id_of) {
-        let (status, answer) = update(id).await?;
-        return if status.is_success() {
-            Ok((id, hooks.to_string()))
-        } else {
-            Err(failure(&format!("updating the {what}"), status, &answer))
-        };
-    }
-    let (status, answer) = call(api, Method::POST, &hooks, token, Some(&body)).await?;
-    match (status, id_of(&answer)) {
-        (StatusCode::CREATED | StatusCode::OK, Some(id)) => Ok((id, hooks.to_string())),
-        (s, _) => Err(failure(&format!("creating the {what}"), s, &answer)),
-    }
+    let what = format!("GitHub webhook of {}", settings.owner_and_repository);
+    let id = super::ensure(&hooks, &what, webhook, known).await?;
+    Ok((id, hooks.url.to_string()))
 }
 
 /// Delete hook `id` of the collection `hooks`; one already gone is fine.

@@ -45,8 +45,52 @@ fn hook_body(settings: &GitLabSettings, secret: &SecretValue, webhook: &Url) -> 
     Value::Object(body)
 }
 
-fn id_of(body: &Value) -> Option<u64> {
-    body.get("id").and_then(Value::as_u64)
+/// A project's hooks, for [`super::ensure`].
+struct Hooks<'a> {
+    api: &'a ApiClient,
+    url: Url,
+    token: &'a SecretValue,
+    body: Value,
+}
+
+impl Hooks<'_> {
+    fn hook(&self, id: u64) -> Url {
+        let mut url = self.url.clone();
+        url.set_path(&format!("{}/{id}", self.url.path()));
+        url
+    }
+}
+
+impl super::HookCollection for Hooks<'_> {
+    async fn update(&self, id: u64) -> Result<(StatusCode, Value), HookError> {
+        call(
+            self.api,
+            Method::PUT,
+            &self.hook(id),
+            self.token,
+            Some(&self.body),
+        )
+        .await
+    }
+
+    async fn list(&self) -> Result<(StatusCode, Value), HookError> {
+        call(self.api, Method::GET, &self.url, self.token, None).await
+    }
+
+    async fn create(&self) -> Result<(StatusCode, Value), HookError> {
+        call(
+            self.api,
+            Method::POST,
+            &self.url,
+            self.token,
+            Some(&self.body),
+        )
+        .await
+    }
+
+    fn delivery_url(hook: &Value) -> Option<&str> {
+        hook.get("url").and_then(Value::as_str)
+    }
 }
 
 /// Create or update the hook of `settings` delivering to `webhook`;
@@ -60,48 +104,15 @@ pub async fn ensure(
     webhook: &Url,
     known: Option<u64>,
 ) -> Result<(u64, String), HookError> {
-    let hooks = hooks_url(settings)?;
-    let body = hook_body(settings, secret, webhook);
-    let what = format!("GitLab hook of {}", settings.project_url);
-    let hook = |id: u64| {
-        let mut url = hooks.clone();
-        url.set_path(&format!("{}/{id}", hooks.path()));
-        url
+    let hooks = Hooks {
+        api,
+        url: hooks_url(settings)?,
+        token,
+        body: hook_body(settings, secret, webhook),
     };
-    if let Some(id) = known {
-        let (status, answer) = call(api, Method::PUT, &hook(id), token, Some(&body)).await?;
-        match status {
-            s if s.is_success() => return Ok((id, hooks.to_string())),
-            StatusCode::NOT_FOUND => {}
-            s => return Err(failure(&format!("updating the {what}"), s, &answer)),
-        }
-    }
-    let (status, list) = call(api, Method::GET, &hooks, token, None).await?;
-    if !status.is_success() {
-        return Err(failure(
-            &format!("listing the hooks for the {what}"),
-            status,
-            &list,
-        ));
-    }
-    let existing = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|h| h.get("url").and_then(Value::as_str) == Some(webhook.as_str()));
-    if let Some(id) = existing.and_then(id_of) {
-        let (status, answer) = call(api, Method::PUT, &hook(id), token, Some(&body)).await?;
-        return if status.is_success() {
-            Ok((id, hooks.to_string()))
-        } else {
-            Err(failure(&format!("updating the {what}"), status, &answer))
-        };
-    }
-    let (status, answer) = call(api, Method::POST, &hooks, token, Some(&body)).await?;
-    match (status, id_of(&answer)) {
-        (StatusCode::CREATED | StatusCode::OK, Some(id)) => Ok((id, hooks.to_string())),
-        (s, _) => Err(failure(&format!("creating the {what}"), s, &answer)),
-    }
+    let what = format!("GitLab hook of {}", settings.project_url);
+    let id = super::ensure(&hooks, &what, webhook, known).await?;
+    Ok((id, hooks.url.to_string()))
 }
 
 /// Delete hook `id` of the collection `hooks`; one already gone is fine.

@@ -200,6 +200,65 @@ pub(crate) fn failure(what: &str, status: StatusCode, body: &Value) -> HookError
     }
 }
 
+/// One forge's hook collection for a source, as [`ensure`] drives it.
+pub(crate) trait HookCollection {
+    /// Write the desired settings to hook `id`.
+    async fn update(&self, id: u64) -> Result<(StatusCode, Value), HookError>;
+    /// Every hook of the collection.
+    async fn list(&self) -> Result<(StatusCode, Value), HookError>;
+    /// Create the hook.
+    async fn create(&self) -> Result<(StatusCode, Value), HookError>;
+    /// The delivery URL of a listed hook.
+    fn delivery_url(hook: &Value) -> Option<&str>;
+}
+
+/// Create or update the hook delivering to `webhook`; `known` is the id
+/// recorded earlier. Order: the recorded hook if it still exists; else a
+/// hook already delivering to the URL (an id lost with the state) is
+/// adopted; else one is created. `what` names it in errors.
+pub(crate) async fn ensure<C: HookCollection>(
+    hooks: &C,
+    what: &str,
+    webhook: &Url,
+    known: Option<u64>,
+) -> Result<u64, HookError> {
+    if let Some(id) = known {
+        let (status, answer) = hooks.update(id).await?;
+        match status {
+            s if s.is_success() => return Ok(id),
+            StatusCode::NOT_FOUND => {}
+            s => return Err(failure(&format!("updating the {what}"), s, &answer)),
+        }
+    }
+    let (status, list) = hooks.list().await?;
+    if !status.is_success() {
+        return Err(failure(
+            &format!("listing the hooks for the {what}"),
+            status,
+            &list,
+        ));
+    }
+    let existing = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| C::delivery_url(h) == Some(webhook.as_str()))
+        .and_then(|h| h.get("id").and_then(Value::as_u64));
+    if let Some(id) = existing {
+        let (status, answer) = hooks.update(id).await?;
+        return if status.is_success() {
+            Ok(id)
+        } else {
+            Err(failure(&format!("updating the {what}"), status, &answer))
+        };
+    }
+    let (status, answer) = hooks.create().await?;
+    match (status, answer.get("id").and_then(Value::as_u64)) {
+        (StatusCode::CREATED | StatusCode::OK, Some(id)) => Ok(id),
+        (s, _) => Err(failure(&format!("creating the {what}"), s, &answer)),
+    }
+}
+
 /// What one hook is registered as: its id and what it was computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
