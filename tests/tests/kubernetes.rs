@@ -100,8 +100,8 @@ fn every_manifest_parses_into_its_kubernetes_type() {
     }
     assert_eq!(
         kinds.get("CustomResourceDefinition"),
-        Some(&20),
-        "four channel kinds, Subscription, ClusterChannelProvisioner, Broker, Trigger, Sequence, Parallel, EventType, nine source kinds: {kinds:?}"
+        Some(&21),
+        "four channel kinds, Subscription, ClusterChannelProvisioner, Broker, Trigger, Sequence, Parallel, EventType, EventPolicy, nine source kinds: {kinds:?}"
     );
     assert_eq!(
         kinds.get("Deployment"),

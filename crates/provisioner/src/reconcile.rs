@@ -102,6 +102,8 @@ pub struct Plan {
     pub sources: Vec<channel_core::sources::SourceContract>,
     /// Every source's resolved sink (`status.sinkUri`), addressed the same way.
     pub source_sinks: channel_core::compile::SourceSinks,
+    /// The EventPolicies of the manifests (their status rows).
+    pub event_policies: Vec<channel_core::policy::EventPolicy>,
 }
 
 impl Plan {
@@ -212,6 +214,7 @@ pub fn plan(
         features: compiled.features,
         sources,
         source_sinks,
+        event_policies: manifests.event_policies.clone(),
     }
 }
 

@@ -105,6 +105,9 @@ pub(crate) fn summarize(conditions: &mut Vec<Condition>) {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Addressable {
     pub url: String,
+    /// The OIDC audience of the resource (OIDC on only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 /// One entry of a channel's `status.subscribers`.
@@ -131,6 +134,9 @@ pub struct ChannelStatus {
     pub subscribers: Vec<SubscriberStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_sink_uri: Option<String>,
+    /// The EventPolicies applied to the channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<policies::AppliedEventPolicyRef>,
 }
 
 /// A subscription's `status.physicalSubscription`.
@@ -224,10 +230,16 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
     for channel in &plan.channels {
         let (dispatcher, serving) = dispatcher_condition(channel, obs);
         served.push(serving);
-        let (resource, ready) = channel_status(channel, obs, dispatcher, serving);
+        let (resource, ready) = channel_status(
+            channel,
+            obs,
+            dispatcher,
+            serving,
+            plan.features.oidc.as_ref(),
+        );
         let conditions: Vec<Condition> =
             serde_json::from_value(resource.status["conditions"].clone()).unwrap_or_default();
-        if let Some(b) = broker::broker_status(channel, &conditions) {
+        if let Some(b) = broker::broker_status(channel, &conditions, plan.features.oidc.as_ref()) {
             out.push(b);
         }
         let c = &channel.contract;
@@ -252,6 +264,7 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
         out.push(problem_status(problem));
     }
     flows::add_flow_statuses(&plan.flows, &mut out);
+    policies::add_policy_statuses(plan, &mut out);
     sources::add_source_statuses(plan, &obs.sources, &obs.webhooks, &mut out);
     out.sort_by(|a, b| {
         (kind_order(&a.kind), &a.namespace, &a.name).cmp(&(
@@ -368,9 +381,12 @@ fn channel_status(
     obs: &Observations,
     dispatcher: Condition,
     served: Option<&dispatcher::dataplane::ChannelStatus>,
+    oidc: Option<&channel_core::features::Oidc>,
 ) -> (ResourceStatus, (ConditionStatus, String)) {
     let c = &channel.contract;
     let key = channel_key(c);
+    let (policies_ready, policies) =
+        policies::for_resource(oidc, &c.ingress.path, &c.kind, &c.namespace, &c.name);
     let mut conditions = vec![Condition::ready("Addressable", "Addressable")];
     conditions.push(match obs.provisioning.get(&key) {
         Some(Provisioning::Ready { reason, message }) => Condition::new(
@@ -393,6 +409,7 @@ fn channel_status(
         ),
     });
     conditions.push(dispatcher);
+    conditions.push(policies_ready);
     if let Some(rejected) = &channel.rejected {
         conditions.push(Condition::new(
             "SpecAccepted",
@@ -431,9 +448,12 @@ fn channel_status(
         observed_generation: None,
         address: Some(Addressable {
             url: channel.address.clone(),
+            audience: oidc
+                .map(|_| channel_core::features::audience(&c.kind, &c.namespace, &c.name)),
         }),
         subscribers,
         dead_letter_sink_uri: channel.dead_letter_sink.as_ref().map(|u| u.to_string()),
+        policies,
         conditions,
     };
     let ready = &status.conditions[0];
@@ -544,6 +564,11 @@ fn problem_status(p: &Problem) -> ResourceStatus {
         Ok(status)
     } else if let Some(status) = sources::problem_status(p) {
         Ok(status)
+    } else if p.kind == "EventPolicy" {
+        serde_json::to_value(policies::EventPolicyStatus {
+            conditions: vec![condition.clone()],
+            ..policies::EventPolicyStatus::default()
+        })
     } else if p.kind == "Subscription" {
         let mut conditions = vec![Condition::new(
             "Resolved",
@@ -615,6 +640,7 @@ pub fn stamp_transitions(old: &[ResourceStatus], new: &mut [ResourceStatus], now
 
 mod broker;
 mod flows;
+pub mod policies;
 pub mod sources;
 #[cfg(test)]
 mod tests;

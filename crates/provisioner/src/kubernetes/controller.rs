@@ -167,6 +167,7 @@ fn resource_of(kind: &str) -> Option<ApiResource> {
         "Sequence" => return Some(flows::sequence_resource()),
         "Parallel" => return Some(flows::parallel_resource()),
         "EventType" => return Some(eventtypes::event_type_resource()),
+        "EventPolicy" => return Some(policies::event_policy_resource()),
         "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding" | "CronJobSource"
         | "GitHubSource" | "GitLabSource" | "KafkaSource" => {
             return sources::resource_of_source(kind, "")
@@ -247,6 +248,8 @@ pub struct Snapshot {
     pub sequences: Vec<DynamicObject>,
     pub parallels: Vec<DynamicObject>,
     pub event_types: Vec<DynamicObject>,
+    /// EventPolicies (`eventing.knative.dev/v1alpha1`).
+    pub event_policies: Vec<DynamicObject>,
     /// Objects of the nine source kinds.
     pub sources: Vec<DynamicObject>,
 }
@@ -486,6 +489,7 @@ fn merge(into: &mut Manifests, from: Manifests) {
     into.sequences.extend(from.sequences);
     into.parallels.extend(from.parallels);
     into.event_types.extend(from.event_types);
+    into.event_policies.extend(from.event_policies);
     into.ping_sources.extend(from.ping_sources);
     into.api_server_sources.extend(from.api_server_sources);
     into.container_sources.extend(from.container_sources);
@@ -718,6 +722,7 @@ impl Controller {
             .flow_manifests(snap, &mut manifests, &mut problems)
             .await;
         self.event_type_manifests(snap, &mut manifests, &mut problems);
+        self.event_policy_manifests(snap, &mut manifests, &mut problems);
         self.source_manifests(snap, &mut manifests, &mut problems)
             .await;
         (manifests, problems, unresolved)
@@ -1606,6 +1611,9 @@ impl Controller {
             "EventType" => {
                 eventtypes::find_event_type(snap, &resource.namespace, &resource.name).cloned()
             }
+            "EventPolicy" => {
+                policies::find_event_policy(snap, &resource.namespace, &resource.name).cloned()
+            }
             "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding"
             | "GitHubSource" | "GitLabSource" | "KafkaSource" => {
                 sources::find_source(snap, &resource.kind, &resource.namespace, &resource.name)
@@ -1819,6 +1827,7 @@ fn statuses(plan: &Plan, obs: &status::Observations) -> Vec<ResourceStatus> {
 
 mod eventtypes;
 mod flows;
+mod policies;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -1826,6 +1835,7 @@ mod webhooks;
 
 pub use eventtypes::event_type_resource;
 pub use flows::{parallel_resource, sequence_resource, FLOW_FINALIZER};
+pub use policies::event_policy_resource;
 pub use sources::{
     source_resources, SINK_BINDING_FINALIZER, SOURCES_CONTRACT_KEY, SOURCES_CONTRACT_MAP,
 };

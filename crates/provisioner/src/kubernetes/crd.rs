@@ -28,8 +28,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod flows;
+mod policy;
 mod sources;
 pub use flows::{EventType, EventTypeSpec, Parallel, ParallelSpec, Sequence, SequenceSpec};
+pub use policy::{EventPolicy, EventPolicySpec};
 pub use sources::{
     ApiServerSource, ApiServerSourceSpec, ContainerSource, ContainerSourceSpec, CronJobSource,
     CronJobSourceSpec, GitHubSource, GitHubSourceSpec, GitLabSource, GitLabSourceSpec, KafkaSource,
@@ -305,7 +307,7 @@ fn filter_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// `spec.filters`: the dialects of one filter, with the nested filters of
 /// `all`, `any` and `not` kept as written (a structural schema cannot
 /// recurse).
-fn filters_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn filters_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let attributes = serde_json::json!({
         "type": "object",
         "additionalProperties": {"type": "string"}
@@ -423,6 +425,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         GitHubSource::crd(),
         GitLabSource::crd(),
         kafka_source,
+        EventPolicy::crd(),
     ]
 }
 
@@ -527,7 +530,7 @@ mod tests {
     #[test]
     fn channels_have_status_printer_columns_and_immutable_classes() {
         let all = crds();
-        assert_eq!(all.len(), 20);
+        assert_eq!(all.len(), 21);
         for crd in &all {
             let version = &crd.spec.versions[0];
             let name = crd.metadata.name.as_deref().unwrap_or_default();

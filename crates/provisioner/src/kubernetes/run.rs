@@ -17,9 +17,9 @@
 //! holding the Lease reconciles; the others keep their caches warm.
 
 use super::controller::{
-    broker_resource, channel_resources, config_references, event_type_resource, parallel_resource,
-    sequence_resource, source_resources, trigger_resource, Controller, Settings, Snapshot,
-    CONTRACT_LABEL,
+    broker_resource, channel_resources, config_references, event_policy_resource,
+    event_type_resource, parallel_resource, sequence_resource, source_resources, trigger_resource,
+    Controller, Settings, Snapshot, CONTRACT_LABEL,
 };
 use super::crd;
 use super::lease::Elector;
@@ -192,6 +192,7 @@ struct Caches {
     sequences: Store<DynamicObject>,
     parallels: Store<DynamicObject>,
     event_types: Store<DynamicObject>,
+    event_policies: Store<DynamicObject>,
     /// One per source kind.
     sources: Vec<Store<DynamicObject>>,
 }
@@ -217,6 +218,7 @@ impl Caches {
             sequences: own(self.sequences.state()),
             parallels: own(self.parallels.state()),
             event_types: own(self.event_types.state()),
+            event_policies: own(self.event_policies.state()),
             sources: self
                 .sources
                 .iter()
@@ -237,7 +239,8 @@ impl Caches {
             && self.namespaces.wait_until_ready().await.is_ok()
             && self.sequences.wait_until_ready().await.is_ok()
             && self.parallels.wait_until_ready().await.is_ok()
-            && self.event_types.wait_until_ready().await.is_ok();
+            && self.event_types.wait_until_ready().await.is_ok()
+            && self.event_policies.wait_until_ready().await.is_ok();
         for s in self.channels.iter().chain(&self.sources) {
             ok &= s.wait_until_ready().await.is_ok();
         }
@@ -410,10 +413,12 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
     let sequences_writer = Writer::new(sequence_resource());
     let parallels_writer = Writer::new(parallel_resource());
     let event_types_writer = Writer::new(event_type_resource());
+    let event_policies_writer = Writer::new(event_policy_resource());
     let mut caches = Caches {
         sequences: sequences_writer.as_reader(),
         parallels: parallels_writer.as_reader(),
         event_types: event_types_writer.as_reader(),
+        event_policies: event_policies_writer.as_reader(),
         sources: Vec::new(),
         classes: classes_writer.as_reader(),
         subscriptions: subscriptions_writer.as_reader(),
@@ -475,6 +480,7 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
         (sequence_resource(), sequences_writer),
         (parallel_resource(), parallels_writer),
         (event_type_resource(), event_types_writer),
+        (event_policy_resource(), event_policies_writer),
     ] {
         reflect(
             Api::<DynamicObject>::all_with(client.clone(), &ar),

@@ -27,6 +27,9 @@ pub struct BrokerStatus {
     pub address: Option<Addressable>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_sink_uri: Option<String>,
+    /// The EventPolicies applied to the broker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<super::policies::AppliedEventPolicyRef>,
 }
 
 /// A Trigger's `status`.
@@ -70,8 +73,12 @@ fn summary_row(
 pub(super) fn broker_status(
     channel: &PlannedChannel,
     channel_conditions: &[Condition],
+    oidc: Option<&channel_core::features::Oidc>,
 ) -> Option<ResourceStatus> {
     let broker = channel.contract.broker.as_ref()?;
+    let ns = &channel.contract.namespace;
+    let (policies_ready, policies) =
+        super::policies::for_resource(oidc, &broker.ingress.path, "Broker", ns, &broker.name);
     let find = |t: &str| channel_conditions.iter().find(|c| c.type_ == t).cloned();
     let dispatcher = find("DispatcherReady").unwrap_or_else(|| {
         Condition::new(
@@ -115,13 +122,18 @@ pub(super) fn broker_status(
             Some(_) => Condition::ready("DeadLetterSinkResolved", "DeadLetterSinkResolved"),
             None => Condition::ready("DeadLetterSinkResolved", "DeadLetterSinkNotConfigured"),
         },
+        policies_ready,
     ];
     summarize(&mut conditions);
     let address = channel.broker_address.clone();
     let status = BrokerStatus {
         observed_generation: None,
-        address: address.clone().map(|url| Addressable { url }),
+        address: address.clone().map(|url| Addressable {
+            url,
+            audience: oidc.map(|_| channel_core::features::audience("Broker", ns, &broker.name)),
+        }),
         dead_letter_sink_uri: channel.dead_letter_sink.as_ref().map(|u| u.to_string()),
+        policies,
         conditions,
     };
     Some(summary_row(

@@ -185,7 +185,10 @@ fn addressable(rows: &Rows<'_>, channel: &str) -> (Condition, Option<Addressable
     match rows.find("Channel", channel).and_then(|r| r.url.clone()) {
         Some(url) => (
             Condition::ready("Addressable", "Addressable"),
-            Some(Addressable { url }),
+            Some(Addressable {
+                url,
+                audience: None,
+            }),
         ),
         None => (
             Condition::new(

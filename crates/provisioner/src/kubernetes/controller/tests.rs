@@ -205,6 +205,9 @@ fn snapshot(state: &Shared) -> Snapshot {
         } else if path.contains("/eventtypes/") {
             snap.event_types
                 .push(serde_json::from_value(o).expect("eventtype"));
+        } else if path.contains("/eventpolicies/") {
+            snap.event_policies
+                .push(serde_json::from_value(o).expect("eventpolicy"));
         } else if path.starts_with("/apis/sources.knative.dev/")
             || path.starts_with("/apis/sources.eventing.knative.dev/")
         {
@@ -261,6 +264,7 @@ fn requests(state: &Shared, method: &str, path: &str) -> Vec<Value> {
 }
 
 mod flows;
+mod policies;
 mod registry;
 mod sources;
 mod webhooks;
