@@ -64,6 +64,15 @@ fn decode_header_value(name: &str, value: &HeaderValue) -> Result<String, Decode
         })
 }
 
+/// The content-type header as text. Unlike a `ce-` header it is not
+/// percent-encoded: [`encode_binary`] writes a `datacontenttype` as it is,
+/// so UTF-8 beyond ASCII (`obs-text` to HTTP) is read back, not refused.
+fn content_type_str(value: &HeaderValue) -> Result<&str, DecodeError> {
+    std::str::from_utf8(value.as_bytes()).map_err(|_| DecodeError::HeaderEncoding {
+        header: "content-type".to_owned(),
+    })
+}
+
 /// Whether the media type (ignoring parameters and case) equals `expected`.
 fn media_type_is(content_type: &str, expected: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
@@ -73,7 +82,7 @@ fn media_type_is(content_type: &str, expected: &str) -> bool {
 /// Decode an HTTP request or response (headers and body) into a validated event.
 pub fn decode_http(headers: &HeaderMap, body: Bytes) -> Result<Event, DecodeError> {
     if let Some(ct) = headers.get(CONTENT_TYPE) {
-        let ct = header_str("content-type", ct)?;
+        let ct = content_type_str(ct)?;
         if media_type_is(ct, STRUCTURED_CONTENT_TYPE) {
             let event = super::json::from_structured_json(&body)?;
             event.validate()?;
@@ -122,7 +131,7 @@ fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, DecodeError>
         }
     }
     if let Some(ct) = headers.get(CONTENT_TYPE) {
-        event.datacontenttype = Some(header_str("content-type", ct)?.to_owned());
+        event.datacontenttype = Some(content_type_str(ct)?.to_owned());
     }
     if !body.is_empty() {
         event.data = Some(body);
@@ -236,6 +245,26 @@ mod tests {
         assert_eq!(h["ce-source"], "/src/%C3%BC");
         let back = decode_http(&h, body).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn binary_round_trip_of_a_non_ascii_content_type() {
+        // Found by fuzz/fuzz_targets/structured_json.rs: a structured event
+        // whose datacontenttype is not ASCII was written in binary mode with
+        // a content-type the binary decoder then refused.
+        let body = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/json\ud83d\ude00"}"#;
+        let e = crate::event::from_structured_json(body.as_bytes()).unwrap();
+        assert_eq!(e.datacontenttype.as_deref(), Some("text/json\u{1f600}"));
+        let mut h = HeaderMap::new();
+        let body = encode_binary(&e, &mut h);
+        assert_eq!(decode_http(&h, body).unwrap(), e);
+        // Bytes that are not UTF-8 are still refused.
+        let mut h = binary_headers(&[("ce-specversion", "1.0"), ("ce-id", "1")]);
+        h.insert(CONTENT_TYPE, HeaderValue::from_bytes(b"text/\xff").unwrap());
+        assert!(matches!(
+            decode_http(&h, Bytes::new()),
+            Err(DecodeError::HeaderEncoding { .. })
+        ));
     }
 
     #[test]

@@ -188,11 +188,21 @@ pub fn to_structured_json(event: &Event) -> Vec<u8> {
             .datacontenttype
             .as_deref()
             .is_some_and(is_json_content_type);
-        let is_valid_json = || serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok();
-        let textual = event
-            .datacontenttype
-            .as_deref()
-            .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/"));
+        // `from_slice` does not check that ignored strings are UTF-8, which
+        // the decoder (and JSON) requires of the whole document.
+        let is_valid_json = || {
+            std::str::from_utf8(data)
+                .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+        };
+        // Data of a JSON content type is read back as raw JSON, so data
+        // that is not valid JSON must go as base64 even when the type is
+        // textual (`text/json`): as a JSON string it would come back with
+        // its quotes.
+        let textual = !json_ct
+            && event
+                .datacontenttype
+                .as_deref()
+                .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/"));
         if json_ct && is_valid_json() {
             out.extend_from_slice(b",\"data\":");
             out.extend_from_slice(data);
@@ -232,6 +242,28 @@ mod tests {
         let e = from_structured_json(body).unwrap();
         assert_eq!(e.data.as_deref(), Some(&b"hi \"there\""[..]));
         assert_eq!(from_structured_json(&to_structured_json(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn text_json_data_that_is_not_json_round_trips() {
+        // Found by the structured round trip of fuzz/fuzz_targets/http_decode.rs:
+        // `text/json` data that is not JSON was written as a JSON string
+        // and read back as that string's raw text, quotes included.
+        let e = Event::new("1", "/s", "t").with_data("text/json", &b" not json "[..]);
+        let out = to_structured_json(&e);
+        assert_eq!(from_structured_json(&out).unwrap(), e);
+    }
+
+    #[test]
+    fn json_data_with_invalid_utf8_round_trips() {
+        // Found by the structured round trip of fuzz/fuzz_targets/http_decode.rs:
+        // binary-mode JSON data with bytes that are not UTF-8 in a string
+        // was copied into the structured document, which then was not JSON.
+        let e = Event::new("1", "/s", "t")
+            .with_data("application/json", &b"{\"item\": \"pe\xff\xffn\"}"[..]);
+        let out = to_structured_json(&e);
+        assert!(std::str::from_utf8(&out).is_ok());
+        assert_eq!(from_structured_json(&out).unwrap(), e);
     }
 
     #[test]

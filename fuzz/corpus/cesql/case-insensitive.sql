@@ -1,0 +1,1 @@
+Type like 'COM.%' and not exists MissingAttr

@@ -1,0 +1,1 @@
+BOOL('true') AND INT('42') = 42 AND STRING(TRUE) = 'true' AND IS_INT('7') AND IS_BOOL(flag)

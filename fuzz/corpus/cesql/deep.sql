@@ -1,0 +1,1 @@
+NOT (NOT (NOT (TRUE AND (FALSE OR (1 = 1)))))

@@ -1,0 +1,1 @@
+subject LIKE 'orders\_%' AND 'it''s' = "it's" AND text NOT LIKE '%\%%'

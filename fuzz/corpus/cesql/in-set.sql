@@ -1,0 +1,1 @@
+source NOT IN ('/a', '/b', "/shop/eu/fr") XOR count IN (1, 2, 7)

@@ -1,0 +1,1 @@
+LENGTH(text) > 3 AND SUBSTRING(text, -3) = 'x'

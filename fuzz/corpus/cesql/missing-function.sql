@@ -1,0 +1,1 @@
+NOSUCH(1) OR LENGTH('a', 'b')

@@ -1,0 +1,1 @@
+type = 'shop.order.accepted' OR (type LIKE 'shop.order.%' AND EXISTS quantity AND INT(quantity) >= 10)

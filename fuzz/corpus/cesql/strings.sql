@@ -1,0 +1,1 @@
+CONCAT_WS('-', LOWER(source), UPPER("Mixed"), TRIM('  x  '), LEFT(id, 2), RIGHT(id, 1), SUBSTRING(type, 3, 4)) <> ''
