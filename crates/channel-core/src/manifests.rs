@@ -300,12 +300,11 @@ impl Loader {
                 message: "a manifest document must be a mapping with apiVersion and kind".into(),
             });
         }
-        let head: Head =
-            serde_json::from_value(value.clone()).map_err(|e| ManifestError::Yaml {
-                source_name: doc.source.to_owned(),
-                document: doc.index,
-                message: e.to_string(),
-            })?;
+        let head = Head::deserialize(&value).map_err(|e| ManifestError::Yaml {
+            source_name: doc.source.to_owned(),
+            document: doc.index,
+            message: e.to_string(),
+        })?;
         let (Some(api_version), Some(kind)) = (head.api_version, head.kind) else {
             return Err(ManifestError::Field {
                 source_name: doc.source.to_owned(),

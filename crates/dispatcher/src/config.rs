@@ -28,6 +28,16 @@ pub enum Source {
     Contract(PathBuf),
 }
 
+impl Source {
+    /// The files and directories the configuration is read from.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Source::Manifests(paths) => paths.clone(),
+            Source::Contract(path) => vec![path.clone()],
+        }
+    }
+}
+
 /// Flags common to all dispatchers.
 #[derive(Debug, Clone, Args)]
 pub struct DispatcherArgs {

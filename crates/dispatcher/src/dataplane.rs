@@ -599,6 +599,10 @@ impl Dataplane {
                 .any(|key| {
                     !applied.workers.contains_key(&key) && !applied.refused.contains_key(&key)
                 });
+        if !applied.degraded {
+            // Nothing to retry: do not keep a second copy of the contract.
+            applied.last = None;
+        }
         applied.generation = Some(contract.generation);
         applied.problems = problems;
         applied.last_error = None;

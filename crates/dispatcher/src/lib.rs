@@ -12,11 +12,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod dataplane;
 pub mod delivery;
 pub mod eventtypes;
 pub mod ingress;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod source;
@@ -180,6 +182,7 @@ pub async fn run_until(
     ));
 
     dataplane.apply(initial.contract, initial.problems).await;
+    memory::release_free_memory();
 
     let ingress_stop = CancellationToken::new();
     let verifier = oidc_verifier(&args, &shutdown).await?;
@@ -223,6 +226,7 @@ pub async fn run_until(
     let interval = args.watch_interval.max(Duration::from_millis(10));
     let watch_dp = dataplane.clone();
     let watch_stop = shutdown.clone();
+    let changes = changes::ChangeNotifier::new(&args.source().paths());
     let watcher = Arc::new(std::sync::Mutex::new(watcher));
     let watch = tokio::spawn(async move {
         let mut last_resync = tokio::time::Instant::now();
@@ -231,9 +235,12 @@ pub async fn run_until(
                 last_resync = tokio::time::Instant::now();
                 watch_dp.resync().await;
             }
+            // A file notification applies an edit at once; the interval
+            // catches what notifications miss.
             tokio::select! {
                 _ = watch_stop.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
+                _ = changes.changed() => {}
             }
             let w = watcher.clone();
             let polled = tokio::task::spawn_blocking(move || match w.lock() {
@@ -245,7 +252,10 @@ pub async fn run_until(
             .flatten();
             match polled {
                 None => {}
-                Some(Ok(loaded)) => watch_dp.apply(loaded.contract, loaded.problems).await,
+                Some(Ok(loaded)) => {
+                    watch_dp.apply(loaded.contract, loaded.problems).await;
+                    memory::release_free_memory();
+                }
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "configuration not reloaded; the previous one stays applied");
                     watch_dp.record_error(e.to_string()).await;

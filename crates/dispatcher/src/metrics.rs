@@ -3,6 +3,9 @@
 //! Hot-path code never looks labels up per event: ingress and every
 //! subscription worker take a handle set ([`ChannelMetrics`],
 //! [`SubscriptionMetrics`]) once, and the handles are cheap atomic counters.
+//! A handle creates its series on first use, so idle channels and
+//! subscriptions cost a few bytes each and export nothing until something
+//! happens to them.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -10,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Response classes, used as a label on ingress and delivery counters.
@@ -109,24 +112,39 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
-/// All metrics of one dispatcher process.
-#[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
+/// The metric families, shared by the registry and every handle.
+#[derive(Debug, Default)]
+struct Families {
     received: Family<ChannelStatusLabels, Counter>,
     broker_received: Family<BrokerStatusLabels, Counter>,
     filtered: Family<SubscriptionLabels, Counter>,
     filter_errors: Family<SubscriptionLabels, Counter>,
     ttl_exceeded: Family<SubscriptionLabels, Counter>,
     deliveries: Family<SubscriptionStatusLabels, Counter>,
-    latency: Family<SubscriptionLabels, Histogram, fn() -> Histogram>,
+    latency: LatencyFamily,
     retries: Family<SubscriptionLabels, Counter>,
     dead_lettered: Family<SubscriptionLabels, Counter>,
     dropped: Family<SubscriptionLabels, Counter>,
     replies: Family<SubscriptionLabels, Counter>,
     queue_depth: Family<SubscriptionLabels, Gauge>,
-    generation: Gauge,
     eventtype_refused: Family<ReferenceLabels, Counter>,
+}
+
+#[derive(Debug, Clone)]
+struct LatencyFamily(Family<SubscriptionLabels, Histogram, fn() -> Histogram>);
+
+impl Default for LatencyFamily {
+    fn default() -> Self {
+        LatencyFamily(Family::new_with_constructor(latency_histogram))
+    }
+}
+
+/// All metrics of one dispatcher process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    families: Arc<Families>,
+    generation: Gauge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -136,22 +154,64 @@ struct ReferenceLabels {
     name: String,
 }
 
-/// Counters for one channel's ingress.
+/// Counters for one channel's (or broker's) ingress.
+///
+/// The series are created on the first event, not with the handle: a
+/// dispatcher serving ten thousand idle channels holds ten thousand small
+/// handles, not sixty thousand label sets.
 #[derive(Debug, Clone)]
-pub struct ChannelMetrics {
-    received: [Counter; 6],
+pub struct ChannelMetrics(Arc<LazyChannel>);
+
+#[derive(Debug)]
+struct LazyChannel {
+    families: Arc<Families>,
+    namespace: String,
+    name: String,
+    broker: bool,
+    received: OnceLock<[Counter; 6]>,
 }
 
 impl ChannelMetrics {
     /// Count one ingress request answered with `status`.
     pub fn received(&self, status: u16) {
-        self.received[StatusClass::of(status).index()].inc();
+        let c = &self.0;
+        let received = c.received.get_or_init(|| {
+            StatusClass::ALL.map(|class| {
+                if c.broker {
+                    c.families
+                        .broker_received
+                        .get_or_create_owned(&BrokerStatusLabels {
+                            namespace: c.namespace.clone(),
+                            broker: c.name.clone(),
+                            response_code_class: class,
+                        })
+                } else {
+                    c.families
+                        .received
+                        .get_or_create_owned(&ChannelStatusLabels {
+                            namespace: c.namespace.clone(),
+                            channel: c.name.clone(),
+                            response_code_class: class,
+                        })
+                }
+            })
+        });
+        received[StatusClass::of(status).index()].inc();
     }
 }
 
-/// Counters for one subscription's deliveries.
-#[derive(Debug, Clone)]
+/// Counters for one subscription's deliveries, created with the first
+/// thing there is to count (see [`ChannelMetrics`]).
+#[derive(Debug)]
 pub struct SubscriptionMetrics {
+    families: Arc<Families>,
+    labels: SubscriptionLabels,
+    series: OnceLock<Series>,
+}
+
+/// The series of one subscription.
+#[derive(Debug)]
+struct Series {
     deliveries: [Counter; 6],
     latency: Histogram,
     retries: Counter,
@@ -165,47 +225,86 @@ pub struct SubscriptionMetrics {
 }
 
 impl SubscriptionMetrics {
+    fn series(&self) -> &Series {
+        self.series.get_or_init(|| {
+            let f = &self.families;
+            let labels = &self.labels;
+            Series {
+                deliveries: StatusClass::ALL.map(|class| {
+                    f.deliveries.get_or_create_owned(&SubscriptionStatusLabels {
+                        namespace: labels.namespace.clone(),
+                        channel: labels.channel.clone(),
+                        subscription: labels.subscription.clone(),
+                        response_code_class: class,
+                    })
+                }),
+                latency: f.latency.0.get_or_create_owned(labels),
+                retries: f.retries.get_or_create_owned(labels),
+                dead_lettered: f.dead_lettered.get_or_create_owned(labels),
+                dropped: f.dropped.get_or_create_owned(labels),
+                replies: f.replies.get_or_create_owned(labels),
+                queue_depth: f.queue_depth.get_or_create_owned(labels),
+                filtered: f.filtered.get_or_create_owned(labels),
+                filter_errors: f.filter_errors.get_or_create_owned(labels),
+                ttl_exceeded: f.ttl_exceeded.get_or_create_owned(labels),
+            }
+        })
+    }
+
     /// A trigger's filter did not pass an event (settled without delivery).
     pub fn filtered(&self) {
-        self.filtered.inc();
+        self.series().filtered.inc();
     }
     /// Evaluating a trigger's filter failed (a CESQL error): the event was
     /// treated as not matching.
     pub fn filter_error(&self) {
-        self.filter_errors.inc();
+        self.series().filter_errors.inc();
     }
     /// A reply was dropped because the broker TTL (hop count) ran out.
     pub fn ttl_exceeded(&self) {
-        self.ttl_exceeded.inc();
+        self.series().ttl_exceeded.inc();
     }
     /// One delivery attempt to the subscriber ended with `class` after `elapsed`.
     pub fn attempt(&self, class: StatusClass, elapsed: Duration) {
-        self.deliveries[class.index()].inc();
-        self.latency.observe(elapsed.as_secs_f64());
+        let series = self.series();
+        series.deliveries[class.index()].inc();
+        series.latency.observe(elapsed.as_secs_f64());
     }
     /// A re-attempt was scheduled.
     pub fn retry(&self) {
-        self.retries.inc();
+        self.series().retries.inc();
     }
-    /// Re-attempts scheduled so far.
+    /// Re-attempts scheduled so far (by any handle of this subscription).
     pub fn retries(&self) -> u64 {
-        self.retries.get()
+        match self.series.get() {
+            Some(series) => series.retries.get(),
+            None => self
+                .families
+                .retries
+                .get(&self.labels)
+                .map_or(0, |c| c.get()),
+        }
     }
     /// The event reached the dead-letter sink.
     pub fn dead_lettered(&self) {
-        self.dead_lettered.inc();
+        self.series().dead_lettered.inc();
     }
     /// The event was dropped after its last attempt (no dead-letter sink).
     pub fn dropped(&self) {
-        self.dropped.inc();
+        self.series().dropped.inc();
     }
     /// A reply event was forwarded to the reply destination.
     pub fn reply(&self) {
-        self.replies.inc();
+        self.series().replies.inc();
     }
-    /// Events stored but not yet settled for this subscription.
+    /// Events stored but not yet settled for this subscription. An idle
+    /// subscription that never had a backlog exports no series.
     pub fn set_queue_depth(&self, depth: u64) {
-        self.queue_depth
+        if depth == 0 && self.series.get().is_none() {
+            return;
+        }
+        self.series()
+            .queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 }
@@ -220,13 +319,13 @@ impl Metrics {
     /// The refused-pairs counter of one broker or channel (EventType
     /// auto-creation).
     pub fn eventtype_refused(&self, namespace: &str, kind: &str, name: &str) -> Counter {
-        self.eventtype_refused
-            .get_or_create(&ReferenceLabels {
+        self.families
+            .eventtype_refused
+            .get_or_create_owned(&ReferenceLabels {
                 namespace: namespace.to_owned(),
                 kind: kind.to_owned(),
                 name: name.to_owned(),
             })
-            .clone()
     }
 
     pub fn new() -> Metrics {
@@ -237,76 +336,66 @@ impl Metrics {
     /// deliveries are `kn_source_*`).
     pub fn with_prefix(prefix: &str) -> Metrics {
         let mut registry = Registry::with_prefix(prefix);
-        let received = Family::<ChannelStatusLabels, Counter>::default();
+        let f = Families::default();
         registry.register(
             "events_received",
             "Events posted to a channel, by response code class",
-            received.clone(),
+            f.received.clone(),
         );
-        let broker_received = Family::<BrokerStatusLabels, Counter>::default();
         registry.register(
             "broker_events_received",
             "Events posted to a broker, by response code class",
-            broker_received.clone(),
+            f.broker_received.clone(),
         );
-        let filtered = Family::<SubscriptionLabels, Counter>::default();
         registry.register(
             "events_filtered",
             "Events a trigger's filter did not pass, settled without delivery",
-            filtered.clone(),
+            f.filtered.clone(),
         );
-        let filter_errors = Family::<SubscriptionLabels, Counter>::default();
         registry.register(
             "filter_errors",
             "Filter evaluations that failed (CESQL errors), counted as not matching",
-            filter_errors.clone(),
+            f.filter_errors.clone(),
         );
-        let ttl_exceeded = Family::<SubscriptionLabels, Counter>::default();
         registry.register(
             "broker_ttl_exceeded",
             "Replies dropped because the broker TTL (knativebrokerttl) ran out: an event loop",
-            ttl_exceeded.clone(),
+            f.ttl_exceeded.clone(),
         );
-        let deliveries = Family::<SubscriptionStatusLabels, Counter>::default();
         registry.register(
             "deliveries",
             "Delivery attempts to subscribers, by response code class",
-            deliveries.clone(),
+            f.deliveries.clone(),
         );
-        let latency =
-            Family::<SubscriptionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
         registry.register(
             "delivery_latency_seconds",
             "Duration of delivery attempts to subscribers",
-            latency.clone(),
+            f.latency.0.clone(),
         );
-        let retries = Family::<SubscriptionLabels, Counter>::default();
-        registry.register("retries", "Delivery re-attempts scheduled", retries.clone());
-        let dead_lettered = Family::<SubscriptionLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Delivery re-attempts scheduled",
+            f.retries.clone(),
+        );
         registry.register(
             "dead_lettered",
             "Events delivered to the dead-letter sink",
-            dead_lettered.clone(),
+            f.dead_lettered.clone(),
         );
-        let dropped = Family::<SubscriptionLabels, Counter>::default();
         registry.register(
             "dropped",
             "Events dropped after the last attempt with no dead-letter sink",
-            dropped.clone(),
+            f.dropped.clone(),
         );
-        let replies = Family::<SubscriptionLabels, Counter>::default();
         registry.register(
             "replies",
             "Reply events forwarded to the reply destination",
-            replies.clone(),
+            f.replies.clone(),
         );
-        let queue_depth = Family::<SubscriptionLabels, Gauge>::default();
         registry.register(
             "queue_depth",
             "Events stored for a subscription and not yet settled",
-            queue_depth.clone(),
+            f.queue_depth.clone(),
         );
         let generation = Gauge::default();
         registry.register(
@@ -314,57 +403,36 @@ impl Metrics {
             "Generation of the data-plane contract applied",
             generation.clone(),
         );
-        let eventtype_refused = Family::<ReferenceLabels, Counter>::default();
         registry.register(
             "eventtype_autocreate_refused",
             "New (type, source) pairs not registered because their broker or channel holds the maximum (eventtype-auto-create-max-per-reference)",
-            eventtype_refused.clone(),
+            f.eventtype_refused.clone(),
         );
         Metrics {
-            eventtype_refused,
             registry,
-            received,
-            broker_received,
-            filtered,
-            filter_errors,
-            ttl_exceeded,
-            deliveries,
-            latency,
-            retries,
-            dead_lettered,
-            dropped,
-            replies,
-            queue_depth,
+            families: Arc::new(f),
             generation,
         }
     }
 
     /// Handles for one channel's ingress counters.
     pub fn channel(&self, namespace: &str, channel: &str) -> ChannelMetrics {
-        let received = StatusClass::ALL.map(|class| {
-            self.received
-                .get_or_create(&ChannelStatusLabels {
-                    namespace: namespace.to_owned(),
-                    channel: channel.to_owned(),
-                    response_code_class: class,
-                })
-                .clone()
-        });
-        ChannelMetrics { received }
+        self.ingress(namespace, channel, false)
     }
 
     /// Handles for one broker's ingress counters.
     pub fn broker(&self, namespace: &str, broker: &str) -> ChannelMetrics {
-        let received = StatusClass::ALL.map(|class| {
-            self.broker_received
-                .get_or_create(&BrokerStatusLabels {
-                    namespace: namespace.to_owned(),
-                    broker: broker.to_owned(),
-                    response_code_class: class,
-                })
-                .clone()
-        });
-        ChannelMetrics { received }
+        self.ingress(namespace, broker, true)
+    }
+
+    fn ingress(&self, namespace: &str, name: &str, broker: bool) -> ChannelMetrics {
+        ChannelMetrics(Arc::new(LazyChannel {
+            families: self.families.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            broker,
+            received: OnceLock::new(),
+        }))
     }
 
     /// Handles for one subscription's counters.
@@ -374,59 +442,42 @@ impl Metrics {
         channel: &str,
         subscription: &str,
     ) -> Arc<SubscriptionMetrics> {
-        let labels = SubscriptionLabels {
-            namespace: namespace.to_owned(),
-            channel: channel.to_owned(),
-            subscription: subscription.to_owned(),
-        };
-        let deliveries = StatusClass::ALL.map(|class| {
-            self.deliveries
-                .get_or_create(&SubscriptionStatusLabels {
-                    namespace: namespace.to_owned(),
-                    channel: channel.to_owned(),
-                    subscription: subscription.to_owned(),
-                    response_code_class: class,
-                })
-                .clone()
-        });
         Arc::new(SubscriptionMetrics {
-            deliveries,
-            latency: self.latency.get_or_create(&labels).clone(),
-            retries: self.retries.get_or_create(&labels).clone(),
-            dead_lettered: self.dead_lettered.get_or_create(&labels).clone(),
-            dropped: self.dropped.get_or_create(&labels).clone(),
-            replies: self.replies.get_or_create(&labels).clone(),
-            queue_depth: self.queue_depth.get_or_create(&labels).clone(),
-            filtered: self.filtered.get_or_create(&labels).clone(),
-            filter_errors: self.filter_errors.get_or_create(&labels).clone(),
-            ttl_exceeded: self.ttl_exceeded.get_or_create(&labels).clone(),
+            families: self.families.clone(),
+            labels: SubscriptionLabels {
+                namespace: namespace.to_owned(),
+                channel: channel.to_owned(),
+                subscription: subscription.to_owned(),
+            },
+            series: OnceLock::new(),
         })
     }
 
     /// Stop exporting a removed subscription's series.
     pub fn forget_subscription(&self, namespace: &str, channel: &str, subscription: &str) {
+        let f = &self.families;
         let labels = SubscriptionLabels {
             namespace: namespace.to_owned(),
             channel: channel.to_owned(),
             subscription: subscription.to_owned(),
         };
         for class in StatusClass::ALL {
-            self.deliveries.remove(&SubscriptionStatusLabels {
+            f.deliveries.remove(&SubscriptionStatusLabels {
                 namespace: namespace.to_owned(),
                 channel: channel.to_owned(),
                 subscription: subscription.to_owned(),
                 response_code_class: class,
             });
         }
-        self.latency.remove(&labels);
-        self.retries.remove(&labels);
-        self.dead_lettered.remove(&labels);
-        self.dropped.remove(&labels);
-        self.replies.remove(&labels);
-        self.queue_depth.remove(&labels);
-        self.filtered.remove(&labels);
-        self.filter_errors.remove(&labels);
-        self.ttl_exceeded.remove(&labels);
+        f.latency.0.remove(&labels);
+        f.retries.remove(&labels);
+        f.dead_lettered.remove(&labels);
+        f.dropped.remove(&labels);
+        f.replies.remove(&labels);
+        f.queue_depth.remove(&labels);
+        f.filtered.remove(&labels);
+        f.filter_errors.remove(&labels);
+        f.ttl_exceeded.remove(&labels);
     }
 
     /// Record the applied contract generation.
@@ -466,5 +517,39 @@ mod tests {
         assert!(text.contains("kn_channel_contract_generation 7"));
         m.forget_subscription("default", "orders", "audit");
         assert!(!m.encode().contains("subscription=\"audit\""));
+    }
+
+    #[test]
+    fn idle_channels_and_subscriptions_export_nothing_until_used() {
+        let m = Metrics::new();
+        let channel = m.channel("default", "idle");
+        let sub = m.subscription("default", "idle", "quiet");
+        sub.set_queue_depth(0);
+        assert_eq!(sub.retries(), 0);
+        let text = m.encode();
+        assert!(!text.contains("idle"), "{text}");
+
+        // A backlog, or the first event, creates the series.
+        sub.set_queue_depth(3);
+        channel.received(202);
+        let text = m.encode();
+        assert!(text.contains(
+            r#"kn_channel_queue_depth{namespace="default",channel="idle",subscription="quiet"} 3"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"kn_channel_events_received_total{namespace="default",channel="idle",response_code_class="2xx"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"kn_channel_deliveries_total{namespace="default",channel="idle",subscription="quiet",response_code_class="2xx"} 0"#
+        ), "every class is exported once the subscription has series: {text}");
+    }
+
+    #[test]
+    fn a_second_handle_reads_the_retries_of_the_first() {
+        let m = Metrics::new();
+        let worker = m.subscription("default", "c", "s");
+        worker.retry();
+        worker.retry();
+        assert_eq!(m.subscription("default", "c", "s").retries(), 2);
     }
 }

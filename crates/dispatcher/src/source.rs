@@ -1,11 +1,12 @@
 //! Loading and watching the dispatcher's configuration source.
 //!
-//! Files are polled: every interval the watcher takes a fingerprint (path,
-//! size, modification time and inode of every file, following symlinks) and
-//! reloads when it changes. Polling is deliberate: it sees the `..data`
-//! symlink swap kubelet performs on mounted ConfigMaps and atomic renames,
-//! which inotify-based watchers are known to miss, and costs a few `stat`
-//! calls per interval.
+//! A change is decided by a fingerprint (path, size, modification time and
+//! inode of every file, following symlinks), taken every interval and
+//! whenever a file notification arrives ([`crate::changes`]): the
+//! notification makes an edit apply within milliseconds, the polling sees
+//! what notifications miss (the `..data` symlink swap kubelet performs on
+//! mounted ConfigMaps, network filesystems) for a few `stat` calls per
+//! interval.
 //!
 //! A configuration that fails to load at start-up is fatal (the process
 //! exits with the reason). Later failures keep the previous configuration
@@ -66,8 +67,47 @@ pub struct SourceWatcher {
     source: Source,
     backend: BackendKind,
     fingerprint: Option<Fingerprint>,
-    last: Option<Contract>,
+    /// Digest and generation of the contract loaded last: a copy of a
+    /// ten-thousand-channel contract would cost megabytes to keep.
+    last: Option<(ContentDigest, u64)>,
     generation: u64,
+}
+
+/// SHA-256 of a contract's content (backend, channels, features), not its
+/// generation: equal digests mean nothing a dispatcher applies changed.
+type ContentDigest = [u8; 32];
+
+fn content_digest(contract: &Contract) -> ContentDigest {
+    use sha2::Digest as _;
+    #[derive(serde::Serialize)]
+    struct Content<'a> {
+        backend: &'a Option<BackendKind>,
+        channels: &'a [channel_core::ChannelContract],
+        features: &'a channel_core::features::Features,
+    }
+    let mut hasher = sha2::Sha256::new();
+    // Serialising plain data into a hasher cannot fail.
+    let _ = serde_json::to_writer(
+        &mut DigestWriter(&mut hasher),
+        &Content {
+            backend: &contract.backend,
+            channels: &contract.channels,
+            features: &contract.features,
+        },
+    );
+    hasher.finalize().into()
+}
+
+struct DigestWriter<'a>(&'a mut sha2::Sha256);
+
+impl std::io::Write for DigestWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl SourceWatcher {
@@ -84,7 +124,7 @@ impl SourceWatcher {
     /// Load now, whatever the fingerprint says.
     pub fn load(&mut self) -> Result<Loaded, LoadError> {
         self.fingerprint = Some(self.take_fingerprint());
-        let loaded = match &self.source {
+        let (loaded, digest) = match &self.source {
             Source::Manifests(paths) => {
                 let manifests = load_paths(paths)?;
                 for warning in &manifests.warnings {
@@ -104,19 +144,19 @@ impl SourceWatcher {
                     }
                 }
                 // Embedded mode numbers generations itself: +1 per content change.
+                let digest = content_digest(&contract);
                 match &self.last {
-                    Some(last) if last.same_content(&contract) => {
-                        contract.generation = self.generation
-                    }
+                    Some((last, _)) if *last == digest => contract.generation = self.generation,
                     _ => {
                         self.generation += 1;
                         contract.generation = self.generation;
                     }
                 }
-                Loaded {
+                let loaded = Loaded {
                     contract,
                     problems: compiled.problems.iter().map(ProblemStatus::from).collect(),
-                }
+                };
+                (loaded, digest)
             }
             Source::Contract(path) => {
                 let bytes = std::fs::read(path).map_err(|source| LoadError::ReadContract {
@@ -128,13 +168,15 @@ impl SourceWatcher {
                         path: path.clone(),
                         source,
                     })?;
-                Loaded {
+                let digest = content_digest(&contract);
+                let loaded = Loaded {
                     contract,
                     problems: Vec::new(),
-                }
+                };
+                (loaded, digest)
             }
         };
-        self.last = Some(loaded.contract.clone());
+        self.last = Some((digest, loaded.contract.generation));
         Ok(loaded)
     }
 
@@ -145,16 +187,11 @@ impl SourceWatcher {
         if self.fingerprint.as_ref() == Some(&fingerprint) {
             return None;
         }
-        let previous = self.last.clone();
+        let previous = self.last;
         let result = self.load();
         self.fingerprint = Some(fingerprint);
-        match (&result, previous) {
-            (Ok(loaded), Some(prev))
-                if loaded.contract.same_content(&prev)
-                    && loaded.contract.generation == prev.generation =>
-            {
-                None
-            }
+        match (&result, previous, self.last) {
+            (Ok(_), Some(prev), Some(now)) if prev == now => None,
             _ => Some(result),
         }
     }
