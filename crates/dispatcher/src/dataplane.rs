@@ -7,7 +7,7 @@
 //! stream and starts a worker; a removed one is stopped and drained; a changed
 //! one receives its new settings through a watch channel, so it never pauses.
 
-use crate::delivery::{Deliverer, LocalRoutes};
+use crate::delivery::{Deliverer, LocalRoutes, SubscriptionConfig};
 use crate::metrics::{ChannelMetrics, Metrics, SubscriptionMetrics};
 use arc_swap::ArcSwap;
 use channel_core::compile::Problem;
@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +102,7 @@ impl LocalRoutes for LocalChannelRoutes {
 
 struct Worker {
     channel_uid: String,
-    config: watch::Sender<Arc<SubscriptionContract>>,
+    config: SubscriptionConfig,
     stop: CancellationToken,
     task: JoinHandle<()>,
     metrics: Arc<SubscriptionMetrics>,
@@ -221,8 +220,13 @@ pub struct Dataplane {
     metrics: Arc<Metrics>,
     routes: Arc<ArcSwap<RouteTable>>,
     applied: tokio::sync::Mutex<Applied>,
-    /// Snapshot for readers that must not wait for an apply in progress.
-    status: Mutex<Status>,
+    /// The status as it was when the apply in progress began, for readers
+    /// that must not wait for it; `None` between applies, when the status is
+    /// built from what is applied on demand (a standing copy would cost
+    /// half a kilobyte per channel).
+    status_during_apply: Mutex<Option<Status>>,
+    /// Whether a contract has been applied (`/readyz`).
+    has_contract: std::sync::atomic::AtomicBool,
     /// EventType auto-registration (`eventtype-auto-create`).
     event_types: Mutex<crate::eventtypes::Registry>,
     /// `authentication-oidc` and the EventPolicies, from the last contract.
@@ -237,20 +241,14 @@ impl Dataplane {
         metrics: Arc<Metrics>,
         routes: Arc<ArcSwap<RouteTable>>,
     ) -> Dataplane {
-        let status = Status {
-            generation: None,
-            backend: backend.kind().to_string(),
-            channels: Vec::new(),
-            problems: Vec::new(),
-            last_error: None,
-        };
         Dataplane {
             backend,
             deliverer,
             metrics,
             routes,
             applied: tokio::sync::Mutex::new(Applied::default()),
-            status: Mutex::new(status),
+            status_during_apply: Mutex::new(None),
+            has_contract: std::sync::atomic::AtomicBool::new(false),
             event_types: Mutex::default(),
             oidc: Mutex::new(None),
         }
@@ -298,11 +296,15 @@ impl Dataplane {
 
     /// Current status snapshot.
     pub fn status(&self) -> Status {
-        let mut status = self
-            .status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
+        let mut status = match self.applied.try_lock() {
+            Ok(applied) => self.build_status(&applied),
+            Err(_) => self
+                .status_during_apply
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_else(|| self.empty_status()),
+        };
         // Refresh queue depths (cheap for backends that know them).
         let routes = self.routes.load();
         for ch in &mut status.channels {
@@ -346,23 +348,23 @@ impl Dataplane {
 
     /// Whether a contract has been applied.
     pub fn has_contract(&self) -> bool {
-        self.status
-            .lock()
-            .map(|s| s.generation.is_some())
-            .unwrap_or(false)
+        self.has_contract.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Record a configuration error without changing what is applied.
     pub async fn record_error(&self, error: String) {
         let mut applied = self.applied.lock().await;
         applied.last_error = Some(error);
-        self.publish_status(&applied);
     }
 
     /// Apply a contract by difference. Channels of other backends are ignored
     /// (with a problem entry), so one manifest set can feed every dispatcher.
     pub async fn apply(&self, contract: Contract, problems: Vec<ProblemStatus>) {
         let mut applied = self.applied.lock().await;
+        *self
+            .status_during_apply
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(self.build_status(&applied));
         applied.last = Some((contract.clone(), problems.clone()));
         *self.oidc.lock().unwrap_or_else(|e| e.into_inner()) = contract.features.oidc.clone();
         let kind = self.backend.kind();
@@ -382,7 +384,18 @@ impl Dataplane {
                 });
                 continue;
             }
-            desired.insert(channel.uid.clone(), Arc::new(channel));
+            // An unchanged channel keeps the entry already applied; a new or
+            // changed one is copied. Both keep the long-lived state of the
+            // data plane out of the pages the configuration was parsed
+            // into, which the allocator can then give back whole (see
+            // `crate::memory`): without this, every reload scatters ten
+            // thousand live entries over the parser's freed pages and the
+            // resident set ratchets up.
+            let entry = match applied.channels.get(&channel.uid) {
+                Some((old, _)) if **old == channel => old.clone(),
+                _ => Arc::new(channel.clone()),
+            };
+            desired.insert(channel.uid.clone(), entry);
         }
 
         // 0. When this contract only removes channels (a Sequence step
@@ -402,7 +415,7 @@ impl Dataplane {
                             && crate::delivery::trigger::check(sub).is_ok()
                         {
                             tracing::info!(subscription = %sub.key(), "subscription updated");
-                            worker.config.send_replace(Arc::new(sub.clone()));
+                            worker.config.set(Arc::new(sub.clone()));
                         }
                     }
                 }
@@ -583,7 +596,7 @@ impl Dataplane {
         for (key, sub) in updated {
             if let Some(worker) = applied.workers.get(&key) {
                 tracing::info!(subscription = %sub.key(), "subscription updated");
-                worker.config.send_replace(Arc::new(sub));
+                worker.config.set(Arc::new(sub));
             }
         }
 
@@ -607,7 +620,12 @@ impl Dataplane {
         applied.problems = problems;
         applied.last_error = None;
         self.metrics.set_generation(contract.generation);
-        self.publish_status(&applied);
+        self.has_contract
+            .store(true, std::sync::atomic::Ordering::Release);
+        *self
+            .status_during_apply
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         tracing::info!(
             generation = contract.generation,
             channels = applied.channels.len(),
@@ -648,17 +666,15 @@ impl Dataplane {
                 return None;
             }
         };
-        let metrics = self
-            .metrics
-            .subscription(&sub.namespace, &channel.name, &sub.name);
+        let metrics = self.deliverer.subscription_metrics(channel, &sub);
         let stop = CancellationToken::new();
-        let (config, rx) = watch::channel(Arc::new(sub.clone()));
+        let config = SubscriptionConfig::new(Arc::new(sub.clone()));
         let deliverer = self.deliverer.clone();
-        let task_channel = channel.clone();
-        let task_stop = stop.clone();
+        let (task_config, task_metrics, task_stop) =
+            (config.clone(), metrics.clone(), stop.clone());
         let task = tokio::spawn(async move {
             deliverer
-                .run_subscription(task_channel, rx, stream, task_stop)
+                .run_subscription(task_config, task_metrics, stream, task_stop)
                 .await;
         });
         tracing::info!(subscription = %sub.key(), channel = %channel.key(), "subscription started");
@@ -750,7 +766,17 @@ impl Dataplane {
         self.routes.store(Arc::new(table));
     }
 
-    fn publish_status(&self, applied: &Applied) {
+    fn empty_status(&self) -> Status {
+        Status {
+            generation: None,
+            backend: self.backend.kind().to_string(),
+            channels: Vec::new(),
+            problems: Vec::new(),
+            last_error: None,
+        }
+    }
+
+    fn build_status(&self, applied: &Applied) -> Status {
         let channels = applied
             .channels
             .values()
@@ -797,16 +823,12 @@ impl Dataplane {
                 }
             })
             .collect();
-        let status = Status {
+        Status {
             generation: applied.generation,
             backend: self.backend.kind().to_string(),
             channels,
             problems: applied.problems.clone(),
             last_error: applied.last_error.clone(),
-        };
-        match self.status.lock() {
-            Ok(mut s) => *s = status,
-            Err(e) => *e.into_inner() = status,
         }
     }
 
@@ -823,7 +845,6 @@ impl Dataplane {
                 tracing::error!(error = %e, "subscription worker failed during shutdown");
             }
         }
-        self.publish_status(&applied);
     }
 }
 

@@ -109,10 +109,16 @@ pub async fn run_until(
     let metrics = Arc::new(Metrics::new());
     let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
 
+    // Loaded on a blocking thread, like every reload: the parser's garbage
+    // stays in that thread's allocator arena, apart from the data plane.
     let mut watcher = SourceWatcher::new(args.source(), backend.kind());
-    let initial = watcher
-        .load()
-        .context("cannot load the initial configuration")?;
+    let (watcher, initial) = tokio::task::spawn_blocking(move || {
+        let loaded = watcher.load();
+        (watcher, loaded)
+    })
+    .await
+    .context("loading the initial configuration panicked")?;
+    let initial = initial.context("cannot load the initial configuration")?;
 
     // HTTPS first: a certificate that does not load stops the start.
     let tls = match args.tls.files()? {

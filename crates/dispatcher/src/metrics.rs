@@ -206,7 +206,8 @@ impl ChannelMetrics {
 pub struct SubscriptionMetrics {
     families: Arc<Families>,
     labels: SubscriptionLabels,
-    series: OnceLock<Series>,
+    /// Boxed: an idle subscription pays one pointer for it.
+    series: OnceLock<Box<Series>>,
 }
 
 /// The series of one subscription.
@@ -229,7 +230,7 @@ impl SubscriptionMetrics {
         self.series.get_or_init(|| {
             let f = &self.families;
             let labels = &self.labels;
-            Series {
+            Box::new(Series {
                 deliveries: StatusClass::ALL.map(|class| {
                     f.deliveries.get_or_create_owned(&SubscriptionStatusLabels {
                         namespace: labels.namespace.clone(),
@@ -247,7 +248,7 @@ impl SubscriptionMetrics {
                 filtered: f.filtered.get_or_create_owned(labels),
                 filter_errors: f.filter_errors.get_or_create_owned(labels),
                 ttl_exceeded: f.ttl_exceeded.get_or_create_owned(labels),
-            }
+            })
         })
     }
 

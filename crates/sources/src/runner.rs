@@ -20,12 +20,11 @@ use crate::metrics::{Metrics, SourceCounters};
 use channel_core::contract::{Ingress, SubscriptionContract};
 use channel_core::sources::{SourceContract, SourceSettings, SourcesContract};
 use channel_core::{BackendKind, ChannelContract};
-use dispatcher::delivery::Deliverer;
+use dispatcher::delivery::{Deliverer, SubscriptionConfig};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// What `/status` shows of one source.
@@ -122,7 +121,7 @@ pub struct SourceStatus {
 struct Running {
     contract: SourceContract,
     stop: CancellationToken,
-    config: Option<watch::Sender<Arc<SubscriptionContract>>>,
+    config: Option<SubscriptionConfig>,
     state: Arc<SourceState>,
 }
 
@@ -281,7 +280,7 @@ impl Runner {
                 Some(r) if &r.contract == source => {}
                 Some(r) if same_producer(&r.contract, source) => {
                     if let Some(config) = &r.config {
-                        let _ = config.send(Arc::new(subscription(source)));
+                        config.set(Arc::new(subscription(source)));
                     }
                     tracing::info!(source = %source.key(), kind = source.kind(), sink = %source.sink, "source updated in place");
                     r.contract = source.clone();
@@ -326,11 +325,11 @@ impl Runner {
                 ));
             }
             SourceSettings::KafkaSource(kafka) => {
-                let (config_tx, config_rx) = watch::channel(Arc::new(subscription(source)));
-                config = Some(config_tx);
+                let config_rx = SubscriptionConfig::new(Arc::new(subscription(source)));
+                config = Some(config_rx.clone());
                 let secrets = self.secrets().await;
                 let deliverer = self.deliverer.clone();
-                let channel = Arc::new(channel(source));
+                let metrics = deliverer.subscription_metrics(&channel(source), &config_rx.borrow());
                 let (source, kafka, state, stop) =
                     (source.clone(), kafka.clone(), state.clone(), stop.clone());
                 let instance = self.services.group_instance_id.clone();
@@ -348,20 +347,21 @@ impl Runner {
                     if let Some(stream) = stream {
                         let counted = crate::queue::Counted::new(stream, counters, extensions);
                         deliverer
-                            .run_subscription(channel, config_rx, Box::new(counted), stop)
+                            .run_subscription(config_rx, metrics, Box::new(counted), stop)
                             .await
                     }
                 });
             }
             settings => {
                 let (tx, stream) = crate::queue::queue(self.queue_capacity, counters);
-                let (config_tx, config_rx) = watch::channel(Arc::new(subscription(source)));
-                config = Some(config_tx);
+                let config_rx = SubscriptionConfig::new(Arc::new(subscription(source)));
+                config = Some(config_rx.clone());
                 let deliverer = self.deliverer.clone();
-                let (channel, loop_stop) = (Arc::new(channel(source)), stop.clone());
+                let metrics = deliverer.subscription_metrics(&channel(source), &config_rx.borrow());
+                let loop_stop = stop.clone();
                 tokio::spawn(async move {
                     deliverer
-                        .run_subscription(channel, config_rx, Box::new(stream), loop_stop)
+                        .run_subscription(config_rx, metrics, Box::new(stream), loop_stop)
                         .await
                 });
                 match settings {

@@ -31,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -58,17 +58,52 @@ pub struct DeliveryOptions {
     pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
+/// The latest contract entry of one subscription, shared by its worker
+/// (which reads it before every delivery) and the data plane (which
+/// replaces it when the contract changes): a change applies to the next
+/// delivery without pausing the worker. A few dozen bytes per subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionConfig(Arc<arc_swap::ArcSwap<SubscriptionContract>>);
+
+impl SubscriptionConfig {
+    pub fn new(subscription: Arc<SubscriptionContract>) -> Self {
+        SubscriptionConfig(Arc::new(arc_swap::ArcSwap::new(subscription)))
+    }
+
+    /// The current entry.
+    pub fn borrow(&self) -> arc_swap::Guard<Arc<SubscriptionContract>> {
+        self.0.load()
+    }
+
+    /// Replace the entry; the worker's next delivery uses it.
+    pub fn set(&self, subscription: Arc<SubscriptionContract>) {
+        self.0.store(subscription);
+    }
+}
+
 /// Largest `knativeerrordata` value, in characters of base64.
 pub const MAX_ERROR_DATA: usize = 1024;
 /// Longest pause before starting over when the dead-letter sink keeps failing.
 const MAX_DEAD_LETTER_PAUSE: Duration = Duration::from_secs(30);
 
-/// The delivery engine: an HTTP client pool plus metrics. Cheap to clone.
+/// The delivery engine: an HTTP client pool plus metrics. Cheap to clone
+/// (one pointer: every subscription's worker and delivery task holds one).
 #[derive(Debug, Clone)]
-pub struct Deliverer {
+pub struct Deliverer(Arc<Engine>);
+
+/// What every clone of a [`Deliverer`] shares.
+#[derive(Debug)]
+pub struct Engine {
     client: EventClient,
     metrics: Arc<Metrics>,
     opts: DeliveryOptions,
+}
+
+impl std::ops::Deref for Deliverer {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.0
+    }
 }
 
 /// Why a send to one destination ended without success.
@@ -90,14 +125,14 @@ type Lanes = Mutex<HashMap<Option<Arc<str>>, VecDeque<(Delivery, OwnedSemaphoreP
 /// Everything one delivery task needs.
 struct Job {
     deliverer: Deliverer,
-    config: watch::Receiver<Arc<SubscriptionContract>>,
+    config: SubscriptionConfig,
     metrics: Arc<SubscriptionMetrics>,
     abort: CancellationToken,
 }
 
 impl Deliverer {
     pub fn new(metrics: Arc<Metrics>, opts: DeliveryOptions) -> Self {
-        Deliverer {
+        Deliverer(Arc::new(Engine {
             client: EventClient::new(
                 opts.local_routes.clone(),
                 opts.max_reply_bytes,
@@ -105,7 +140,17 @@ impl Deliverer {
             ),
             metrics,
             opts,
-        }
+        }))
+    }
+
+    /// The metric handles of one subscription of `channel`.
+    pub fn subscription_metrics(
+        &self,
+        channel: &ChannelContract,
+        subscription: &SubscriptionContract,
+    ) -> Arc<SubscriptionMetrics> {
+        self.metrics
+            .subscription(&subscription.namespace, &channel.name, &subscription.name)
     }
 
     /// Run one subscription until `stop` is cancelled (then drain) or the
@@ -113,15 +158,12 @@ impl Deliverer {
     /// subscription; changes apply to the next delivery without a pause.
     pub async fn run_subscription(
         &self,
-        channel: Arc<ChannelContract>,
-        config: watch::Receiver<Arc<SubscriptionContract>>,
+        config: SubscriptionConfig,
+        metrics: Arc<SubscriptionMetrics>,
         mut stream: Box<dyn DeliveryStream>,
         stop: CancellationToken,
     ) {
         let initial = config.borrow().clone();
-        let metrics = self
-            .metrics
-            .subscription(&initial.namespace, &channel.name, &initial.name);
         let mut window = initial.delivery.max_in_flight.max(1) as usize;
         let semaphore = Arc::new(Semaphore::new(window));
         let abort = CancellationToken::new();
@@ -181,7 +223,7 @@ impl Deliverer {
                         tracing::warn!(subscription = %initial.key(), error = %e, pause_ms = pause.as_millis() as u64, "delivery stream error");
                         tokio::select! {
                             _ = stop.cancelled() => break 'run,
-                            _ = tokio::time::sleep(pause) => {}
+                            _ = Box::pin(tokio::time::sleep(pause)) => {}
                         }
                         continue;
                     }
@@ -240,13 +282,15 @@ impl Deliverer {
         }
         // Drain: what was taken from the stream may finish within the
         // deadline; then the rest is abandoned for the backend to redeliver.
-        let drained = tokio::time::timeout(self.opts.drain_timeout, async {
+        // Boxed, like the pause above: a future held across an await is
+        // part of every idle worker's task, ten thousand times over.
+        let drained = Box::pin(tokio::time::timeout(self.opts.drain_timeout, async {
             while let Some(done) = tasks.join_next().await {
                 if let Err(e) = done {
                     tracing::error!(subscription = %initial.key(), error = %e, "delivery task failed");
                 }
             }
-        })
+        }))
         .await;
         if drained.is_err() {
             tracing::warn!(subscription = %initial.key(), in_flight = tasks.len(), "drain timeout: abandoning deliveries in flight");
