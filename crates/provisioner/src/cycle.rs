@@ -15,7 +15,7 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -160,7 +160,7 @@ impl Cycle {
             }
             self.tracker.record(key, contract, state, now);
         }
-        let wanted: Vec<ChannelKey> = plan
+        let wanted: BTreeSet<ChannelKey> = plan
             .channels
             .iter()
             .map(|c| channel_key(&c.contract))

@@ -18,7 +18,7 @@ use channel_core::{Backend, BackendError, BackendErrorKind, BackendKind, Channel
 use channel_kafka::config::Defaults as KafkaDefaults;
 use channel_kafka::KafkaBackend;
 use channel_nats::{NatsBackend, NatsOptions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -272,7 +272,7 @@ impl Tracker {
 
     /// Stop tracking channels that are no longer wanted; their resources
     /// are queued for deletion.
-    pub fn forget_except(&mut self, wanted: &[ChannelKey], now: Instant) {
+    pub fn forget_except(&mut self, wanted: &BTreeSet<ChannelKey>, now: Instant) {
         let gone: Vec<ChannelKey> = self
             .channels
             .keys()
@@ -426,7 +426,7 @@ mod tests {
             },
             now,
         );
-        t.forget_except(&[], now);
+        t.forget_except(&BTreeSet::new(), now);
         assert!(t.get(&key()).is_none());
         assert_eq!(t.deletions_due(now).len(), 1);
         t.deleted(&key(), Err("nats down".into()), now);

@@ -227,8 +227,9 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
     // What each channel's dispatcher serves, read once for the channel and
     // its subscriptions.
     let mut served = Vec::with_capacity(plan.channels.len());
+    let reports = ServedIndex::new(obs);
     for channel in &plan.channels {
-        let (dispatcher, serving) = dispatcher_condition(channel, obs);
+        let (dispatcher, serving) = dispatcher_condition(channel, obs, &reports);
         served.push(serving);
         let (resource, ready) = channel_status(
             channel,
@@ -280,9 +281,41 @@ fn kind_order(kind: &str) -> (u8, &str) {
     (u8::from(kind == "Subscription" || kind == "Trigger"), kind)
 }
 
+/// The channels each dispatcher reported, by backend, namespace, name and
+/// uid: built once per round, so ten thousand channels cost ten thousand
+/// lookups rather than a scan each.
+struct ServedIndex<'a>(
+    std::collections::HashMap<
+        (BackendKind, &'a str, &'a str, &'a str),
+        &'a dispatcher::dataplane::ChannelStatus,
+    >,
+);
+
+impl<'a> ServedIndex<'a> {
+    fn new(obs: &'a Observations) -> Self {
+        let mut index = std::collections::HashMap::new();
+        for (backend, observation) in &obs.dispatchers {
+            if let DispatcherObservation::Report(report) = observation {
+                for s in &report.channels {
+                    index
+                        .entry((
+                            *backend,
+                            s.namespace.as_str(),
+                            s.name.as_str(),
+                            s.uid.as_str(),
+                        ))
+                        .or_insert(s);
+                }
+            }
+        }
+        ServedIndex(index)
+    }
+}
+
 fn dispatcher_condition<'a>(
     channel: &PlannedChannel,
     obs: &'a Observations,
+    reports: &ServedIndex<'a>,
 ) -> (Condition, Option<&'a dispatcher::dataplane::ChannelStatus>) {
     let c = &channel.contract;
     let key = channel_key(c);
@@ -339,10 +372,15 @@ fn dispatcher_condition<'a>(
                     None,
                 );
             }
-            let served = report
-                .channels
-                .iter()
-                .find(|s| s.namespace == c.namespace && s.name == c.name && s.uid == c.uid);
+            let served = reports
+                .0
+                .get(&(
+                    c.backend,
+                    c.namespace.as_str(),
+                    c.name.as_str(),
+                    c.uid.as_str(),
+                ))
+                .copied();
             match served {
                 None => (
                     Condition::new(
@@ -603,10 +641,21 @@ fn problem_status(p: &Problem) -> ResourceStatus {
 /// Carry `lastTransitionTime` over from `old` where a condition kept its
 /// status, and stamp `now` where it changed.
 pub fn stamp_transitions(old: &[ResourceStatus], new: &mut [ResourceStatus], now: &str) {
+    // Indexed: a round over ten thousand resources must not compare every
+    // new status with every old one.
+    let mut by_key: std::collections::HashMap<(&str, &str, &str), &ResourceStatus> =
+        std::collections::HashMap::with_capacity(old.len());
+    for o in old {
+        by_key
+            .entry((o.kind.as_str(), o.namespace.as_str(), o.name.as_str()))
+            .or_insert(o);
+    }
     for resource in new.iter_mut() {
-        let before = old.iter().find(|o| {
-            o.kind == resource.kind && o.namespace == resource.namespace && o.name == resource.name
-        });
+        let before = by_key.get(&(
+            resource.kind.as_str(),
+            resource.namespace.as_str(),
+            resource.name.as_str(),
+        ));
         let old_conditions: Vec<Condition> = before
             .and_then(|b| b.status.get("conditions").cloned())
             .and_then(|c| serde_json::from_value(c).ok())
