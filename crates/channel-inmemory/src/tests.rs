@@ -247,3 +247,69 @@ async fn ordering_key_comes_from_partitionkey() {
         .unwrap();
     assert_eq!(next(&mut s).await.ordering_key.as_deref(), Some("k1"));
 }
+
+/// A reload keeps the entries of unchanged channels (no copy of ten
+/// thousand channels per edit) and serves the changed ones' new settings.
+#[tokio::test]
+async fn a_reload_keeps_unchanged_channels_and_replaces_changed_ones() {
+    use dispatcher::dataplane::{Dataplane, RouteTable};
+    use dispatcher::delivery::{Deliverer, DeliveryOptions};
+    use dispatcher::metrics::Metrics;
+
+    let named = |name: &str, max_events: u64| ChannelContract {
+        uid: format!("uid-{name}"),
+        name: name.into(),
+        ingress: Ingress::for_channel("default", name),
+        ..channel(&[("maxEvents", max_events)])
+    };
+    let contract = |generation: u64, channels: Vec<ChannelContract>| channel_core::Contract {
+        generation,
+        backend: Some(BackendKind::InMemory),
+        channels,
+        ..Default::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let routes = Arc::new(arc_swap::ArcSwap::from_pointee(RouteTable::default()));
+    let dataplane = Dataplane::new(
+        Arc::new(InMemoryBackend::new(Limits::default())),
+        Deliverer::new(
+            metrics.clone(),
+            DeliveryOptions {
+                drain_timeout: Duration::from_secs(1),
+                max_reply_bytes: 1024,
+                local_routes: None,
+                ca_certs: Vec::new(),
+            },
+        ),
+        metrics,
+        routes.clone(),
+    );
+    let served = |path: &str| {
+        routes
+            .load()
+            .lookup(None, path)
+            .map(|r| r.channel.clone())
+            .expect("routed")
+    };
+
+    dataplane
+        .apply(
+            contract(1, vec![named("a", 10), named("b", 10)]),
+            Vec::new(),
+        )
+        .await;
+    let (a, b) = (served("/default/a"), served("/default/b"));
+
+    dataplane
+        .apply(
+            contract(2, vec![named("a", 10), named("b", 20), named("c", 10)]),
+            Vec::new(),
+        )
+        .await;
+    assert!(Arc::ptr_eq(&a, &served("/default/a")), "unchanged: kept");
+    let b2 = served("/default/b");
+    assert!(!Arc::ptr_eq(&b, &b2), "changed: replaced");
+    assert_eq!(b2.parameters["maxEvents"], 20);
+    assert_eq!(served("/default/c").name, "c");
+    assert_eq!(dataplane.status().generation, Some(2));
+}
