@@ -424,7 +424,7 @@ impl Stream {
                 }
                 let end = inner.end();
                 let base = inner.base;
-                let cursor = inner.cursors.get_mut(&*self.subscription)?;
+                let cursor = inner.cursors.get_mut(&self.subscription)?;
                 while skipped < MAX_SKIPPED_PER_LOCK {
                     let (offset, redelivered) = if let Some(offset) = cursor.redeliver.pop_first() {
                         (offset, true)
@@ -518,7 +518,7 @@ impl Ack {
         let mut wake = false;
         {
             let mut inner = self.log.lock();
-            let Some(cursor) = inner.cursors.get_mut(&*self.subscription) else {
+            let Some(cursor) = inner.cursors.get_mut(&self.subscription) else {
                 return;
             };
             if self.offset < cursor.committed {
