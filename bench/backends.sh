@@ -35,14 +35,6 @@ command -v nginx >/dev/null || { echo "nginx is needed: apt-get install -y nginx
 cargo build --profile production --quiet -p loadgen -p "channel-$BACKEND"
 # Where cargo put them (it honours CARGO_TARGET_DIR).
 BIN=${CARGO_TARGET_DIR:-target}/production
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 . bench/common.sh
 start_nginx
 

@@ -1,5 +1,16 @@
-# Shared pieces of the benchmark scripts (sourced; needs WORK, BIN, PIDS,
-# DURATION and CONCURRENCY set by the caller).
+# Shared pieces of the benchmark scripts (sourced; needs BIN, and DURATION
+# and CONCURRENCY for the load phases, set by the caller). Sourcing it makes
+# a scratch directory, $WORK, and on exit kills every process whose pid was
+# added to PIDS and removes $WORK.
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }

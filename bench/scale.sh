@@ -53,20 +53,11 @@ case "$MODE" in embedded|standalone) ;; *) echo "--mode is embedded or standalon
 BIN=${SCALE_BIN:-${CARGO_TARGET_DIR:-target}/$PROFILE}
 [ "$PROFILE" = dev ] && BIN=${CARGO_TARGET_DIR:-target}/debug
 mkdir -p "$OUT"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # shellcheck source=bench/common.sh
 . bench/common.sh
 now() { date +%s.%N; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-mtime() { python3 -c 'import os,sys; print(os.stat(sys.argv[1]).st_mtime)' "$1" 2>/dev/null || echo 0; }
 
 # Idle channels subscribe to a closed port: they never receive an event.
 DEAD=http://127.0.0.1:1/
@@ -116,47 +107,61 @@ wait_http "http://127.0.0.1:$SINK_PORT/stats" 10
 SEND_PID=$!; PIDS+=("$SEND_PID")
 sleep 2
 
-probe() { # channel -> HTTP status of one event posted to it
-  curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$INGRESS/default/$1" \
-    -H 'ce-specversion: 1.0' -H 'ce-id: probe' -H 'ce-type: scale.probe' \
-    -H 'ce-source: bench/scale.sh' -H 'content-type: application/json' --data '{}' || true
-}
-
 RESULTS="$WORK/edits.tsv"
 : > "$RESULTS"
 PROV_CPU0=0; [ "$MODE" = standalone ] && PROV_CPU0=$(cpu_ticks "$PROV_PID")
 DISP_CPU0=$(cpu_ticks "$DISP_PID")
 for i in $(seq 1 "$EDITS"); do
-  before_contract=0
-  [ "$MODE" = standalone ] && before_contract=$(mtime "$WORK/contracts/inmemory.json")
+  # One process writes the edit and watches for it, so the times are not
+  # those of starting programs: the contract file's modification and the
+  # new channel answering 202, probed every 5 ms for at most 30 s.
   t0=$(now)
-  cat >> "$WORK/manifests/edits.yaml" <<EOF
----
+  read -r applied_s contract_s < <(python3 - "$WORK/manifests/edits.yaml" "$i" "$DEAD" \
+      "http://127.0.0.1:$INGRESS/default/edit$i" "$MODE" "$WORK/contracts/inmemory.json" <<'PY'
+import os, sys, time, urllib.request, urllib.error
+path, i, dead, url, mode, contract = sys.argv[1:7]
+def mtime():
+    try:
+        return os.stat(contract).st_mtime
+    except OSError:
+        return 0.0
+def probe():
+    req = urllib.request.Request(url, data=b"{}", method="POST", headers={
+        "ce-specversion": "1.0", "ce-id": "probe", "ce-type": "scale.probe",
+        "ce-source": "bench/scale.sh", "content-type": "application/json"})
+    try:
+        return urllib.request.urlopen(req, timeout=2).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+before = mtime() if mode == "standalone" else 0.0
+t0 = time.time()
+with open(path, "a") as f:
+    f.write(f"""---
 apiVersion: messaging.knative.dev/v1
 kind: Channel
-metadata: {name: edit$i, namespace: default}
+metadata: {{name: edit{i}, namespace: default}}
 ---
 apiVersion: messaging.knative.dev/v1
 kind: Subscription
-metadata: {name: edit$i-s0, namespace: default}
+metadata: {{name: edit{i}-s0, namespace: default}}
 spec:
-  channel: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: edit$i}
-  subscriber: {uri: "$DEAD"}
-  delivery: {retry: 0}
-EOF
-  contract_s=-1
-  applied_s=-1
-  deadline=$(python3 -c "print($t0 + 30)")
-  while python3 -c "import sys; sys.exit(0 if $(now) < $deadline else 1)"; do
-    if [ "$MODE" = standalone ] && [ "$contract_s" = -1 ]; then
-      m=$(mtime "$WORK/contracts/inmemory.json")
-      if python3 -c "import sys; sys.exit(0 if $m > $before_contract else 1)"; then
-        contract_s=$(python3 -c "print($m - $t0)")
-      fi
-    fi
-    if [ "$(probe "edit$i")" = 202 ]; then applied_s=$(python3 -c "print($(now) - $t0)"); break; fi
-    sleep 0.02
-  done
+  channel: {{apiVersion: messaging.knative.dev/v1, kind: Channel, name: edit{i}}}
+  subscriber: {{uri: "{dead}"}}
+  delivery: {{retry: 0}}
+""")
+applied, written = -1.0, -1.0
+while time.time() - t0 < 30:
+    if mode == "standalone" and written < 0 and mtime() > before:
+        written = mtime() - t0
+    if probe() == 202:
+        applied = time.time() - t0
+        break
+    time.sleep(0.005)
+print(f"{applied} {written}")
+PY
+)
   rest=$(python3 -c "print(max(0.0, $INTERVAL - ($(now) - $t0)))")
   sleep "$rest"
   prss=0; [ "$MODE" = standalone ] && prss=$(rss_kib "$PROV_PID")

@@ -29,14 +29,6 @@ done
 cargo build --profile production --quiet -p loadgen -p channel-inmemory
 BIN=${CARGO_TARGET_DIR:-target}/production
 mkdir -p "$OUT"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # shellcheck source=bench/common.sh
 . bench/common.sh
