@@ -1,4 +1,5 @@
-//! Waking a configuration watcher as soon as its files change.
+//! Telling when watched files changed: their fingerprint, and a wake-up as
+//! soon as the kernel reports a change.
 //!
 //! Polling alone (a fingerprint every `--watch-interval`) applies an edit up
 //! to one interval late. The kernel's file notifications (inotify) wake the
@@ -16,7 +17,7 @@
 use notify::{RecursiveMode, Watcher as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 /// How long the watcher waits after a notification before looking, so a
@@ -109,6 +110,48 @@ fn targets(paths: &[PathBuf]) -> Vec<(PathBuf, RecursiveMode)> {
         }
     }
     out
+}
+
+/// What a set of watched files looked like: path, size, modification time
+/// and inode of every file, following symlinks into directories.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, u64)>;
+
+/// The fingerprint of `paths` (files or directories, walked recursively):
+/// equal fingerprints mean nothing was added, removed, renamed or written.
+pub fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+    let mut out = Vec::new();
+    for path in paths {
+        fingerprint_path(path, &mut out, 0);
+    }
+    out.sort();
+    out
+}
+
+fn fingerprint_path(path: &Path, out: &mut Fingerprint, depth: usize) {
+    use std::os::unix::fs::MetadataExt;
+    if depth > 16 {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        out.push((path.to_path_buf(), u64::MAX, None, 0));
+        return;
+    };
+    if meta.is_dir() {
+        // The directory's own mtime catches added and removed files.
+        out.push((path.to_path_buf(), 0, meta.modified().ok(), meta.ino()));
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                fingerprint_path(&entry.path(), out, depth + 1);
+            }
+        }
+    } else {
+        out.push((
+            path.to_path_buf(),
+            meta.len(),
+            meta.modified().ok(),
+            meta.ino(),
+        ));
+    }
 }
 
 #[cfg(test)]

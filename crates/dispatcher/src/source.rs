@@ -12,13 +12,13 @@
 //! exits with the reason). Later failures keep the previous configuration
 //! applied and are reported on `/status`.
 
+use crate::changes::{fingerprint, Fingerprint};
 use crate::config::Source;
 use crate::dataplane::ProblemStatus;
 use channel_core::compile::compile;
 use channel_core::manifests::load_paths;
 use channel_core::{BackendKind, Contract};
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::PathBuf;
 
 /// A configuration ready to apply.
 #[derive(Debug, Clone)]
@@ -44,21 +44,6 @@ pub enum LoadError {
         #[source]
         source: serde_json::Error,
     },
-}
-
-/// What a set of watched files looked like: path, size, modification time
-/// and inode of every file, following symlinks into directories.
-pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, u64)>;
-
-/// The fingerprint of `paths` (files or directories, walked recursively):
-/// equal fingerprints mean nothing was added, removed, renamed or written.
-pub fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
-    let mut out = Vec::new();
-    for path in paths {
-        fingerprint_path(path, &mut out, 0);
-    }
-    out.sort();
-    out
 }
 
 /// Loads a [`Source`] and tells when it changed.
@@ -201,32 +186,5 @@ impl SourceWatcher {
             Source::Manifests(paths) => fingerprint(paths),
             Source::Contract(path) => fingerprint(std::slice::from_ref(path)),
         }
-    }
-}
-
-fn fingerprint_path(path: &Path, out: &mut Fingerprint, depth: usize) {
-    use std::os::unix::fs::MetadataExt;
-    if depth > 16 {
-        return;
-    }
-    let Ok(meta) = std::fs::metadata(path) else {
-        out.push((path.to_path_buf(), u64::MAX, None, 0));
-        return;
-    };
-    if meta.is_dir() {
-        // The directory's own mtime catches added and removed files.
-        out.push((path.to_path_buf(), 0, meta.modified().ok(), meta.ino()));
-        if let Ok(entries) = std::fs::read_dir(path) {
-            for entry in entries.flatten() {
-                fingerprint_path(&entry.path(), out, depth + 1);
-            }
-        }
-    } else {
-        out.push((
-            path.to_path_buf(),
-            meta.len(),
-            meta.modified().ok(),
-            meta.ino(),
-        ));
     }
 }

@@ -153,13 +153,13 @@ impl ReloadingCert {
     /// Reload the pair whenever its files change, until `stop`.
     pub async fn watch(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
         let paths = [self.cert.clone(), self.key.clone()];
-        let mut seen = crate::source::fingerprint(&paths);
+        let mut seen = crate::changes::fingerprint(&paths);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let now = crate::source::fingerprint(&paths);
+            let now = crate::changes::fingerprint(&paths);
             if now == seen {
                 continue;
             }

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use channel_core::manifests::{load_paths, Manifests};
 use channel_core::{BackendKind, ChannelContract, Contract};
 use dispatcher::admin::respond;
-use dispatcher::source::{fingerprint, Fingerprint};
+use dispatcher::changes::{fingerprint, Fingerprint};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
