@@ -29,13 +29,13 @@ pub struct ChangeNotifier {
     woken: Arc<Notify>,
     /// Dropping the watcher ends the notifications; `None` when the kernel
     /// refused (out of inotify watches): polling alone then.
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl std::fmt::Debug for ChangeNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChangeNotifier")
-            .field("notifications", &self._watcher.is_some())
+            .field("notifications", &self.watcher.is_some())
             .finish()
     }
 }
@@ -72,15 +72,12 @@ impl ChangeNotifier {
                 None
             }
         };
-        ChangeNotifier {
-            woken,
-            _watcher: watcher,
-        }
+        ChangeNotifier { woken, watcher }
     }
 
     /// Whether the kernel delivers notifications for at least one path.
     pub fn notifies(&self) -> bool {
-        self._watcher.is_some()
+        self.watcher.is_some()
     }
 
     /// Wait for the next change notification (forever when there are

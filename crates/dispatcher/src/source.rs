@@ -54,45 +54,8 @@ pub struct SourceWatcher {
     fingerprint: Option<Fingerprint>,
     /// Digest and generation of the contract loaded last: a copy of a
     /// ten-thousand-channel contract would cost megabytes to keep.
-    last: Option<(ContentDigest, u64)>,
+    last: Option<(channel_core::contract::ContentDigest, u64)>,
     generation: u64,
-}
-
-/// SHA-256 of a contract's content (backend, channels, features), not its
-/// generation: equal digests mean nothing a dispatcher applies changed.
-type ContentDigest = [u8; 32];
-
-fn content_digest(contract: &Contract) -> ContentDigest {
-    use sha2::Digest as _;
-    #[derive(serde::Serialize)]
-    struct Content<'a> {
-        backend: &'a Option<BackendKind>,
-        channels: &'a [channel_core::ChannelContract],
-        features: &'a channel_core::features::Features,
-    }
-    let mut hasher = sha2::Sha256::new();
-    // Serialising plain data into a hasher cannot fail.
-    let _ = serde_json::to_writer(
-        &mut DigestWriter(&mut hasher),
-        &Content {
-            backend: &contract.backend,
-            channels: &contract.channels,
-            features: &contract.features,
-        },
-    );
-    hasher.finalize().into()
-}
-
-struct DigestWriter<'a>(&'a mut sha2::Sha256);
-
-impl std::io::Write for DigestWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        sha2::Digest::update(self.0, buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 impl SourceWatcher {
@@ -129,7 +92,7 @@ impl SourceWatcher {
                     }
                 }
                 // Embedded mode numbers generations itself: +1 per content change.
-                let digest = content_digest(&contract);
+                let digest = contract.content_digest();
                 match &self.last {
                     Some((last, _)) if *last == digest => contract.generation = self.generation,
                     _ => {
@@ -153,7 +116,7 @@ impl SourceWatcher {
                         path: path.clone(),
                         source,
                     })?;
-                let digest = content_digest(&contract);
+                let digest = contract.content_digest();
                 let loaded = Loaded {
                     contract,
                     problems: Vec::new(),
