@@ -180,3 +180,164 @@ async fn oidc_on_without_an_issuer_refuses_every_sender() {
     assert_eq!(status, 401);
     assert!(body.contains("--oidc-issuer"), "{body}");
 }
+
+/// The JWKS a component publishes on its admin server, as a decoding key.
+async fn published_key(admin_url: &str) -> jsonwebtoken::DecodingKey {
+    let (status, body) = tests::HttpClient::new()
+        .get(admin_url)
+        .await
+        .expect("admin answers");
+    assert_eq!(status, 200);
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&body).expect("a JWKS");
+    assert_eq!(set.keys.len(), 1, "one key");
+    jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).expect("usable")
+}
+
+fn bearer_claims(r: &tests::Received, key: &jsonwebtoken::DecodingKey, aud: &str) -> Value {
+    let header = r
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .expect("the dispatcher presents a token");
+    let token = header.strip_prefix("Bearer ").expect("a bearer token");
+    let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+    v.set_audience(&[aud]);
+    v.set_issuer(&["knative-eventing-senders"]);
+    jsonwebtoken::decode::<Value>(token, key, &v)
+        .expect("the token verifies with the published key")
+        .claims
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatchers_present_their_identity_and_replies_reach_the_broker() {
+    let key = rsa_key();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).expect("jwk");
+    jwk.common.key_id = Some("k1".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).expect("write");
+
+    // A subscriber that answers each order with an audit event, and an
+    // audit service that declares an audience.
+    let replier = Sink::start(|r, _| match &r.event {
+        Some(e) if e.ty == "order.created" => tests::Answer::reply(
+            &channel_core::event::Event::new(format!("audit-{}", e.id), "/audit", "order.audited"),
+        ),
+        _ => tests::Answer::status(202),
+    })
+    .await;
+    let audit = Sink::accepting().await;
+    let manifests = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-features, namespace: knative-eventing}}\ndata: {{authentication-oidc: enabled}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default, namespace: shop}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: orders, namespace: shop}}\nspec:\n  broker: default\n  filter: {{attributes: {{type: order.created}}}}\n  subscriber: {{uri: '{}'}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: audited, namespace: shop}}\nspec:\n  broker: default\n  filter: {{attributes: {{type: order.audited}}}}\n  subscriber: {{uri: '{}', audience: audit-service}}\n",
+        replier.url(),
+        audit.url()
+    );
+    let d = Dispatcher::start(
+        &manifests,
+        &[
+            "--oidc-issuer",
+            ISSUER,
+            "--oidc-jwks",
+            &jwks.display().to_string(),
+        ],
+    )
+    .await;
+    let broker = format!("http://{}/brokers/shop/default", d.ingress);
+    let producer = token(
+        &key,
+        claims("system:serviceaccount:shop:producer", BROKER_AUD),
+    );
+    let (status, body) = post(&broker, Some(&producer), "order.created").await;
+    assert_eq!(status, 202, "{body}");
+
+    // The reply went back into the broker with the trigger's own token
+    // (accepted: same namespace), and on to the audit service.
+    let got = audit.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 1, "{}", d.log());
+    let published = published_key(&d.admin_url("/openid/v1/jwks")).await;
+    let c = bearer_claims(&got[0], &published, "audit-service");
+    assert_eq!(
+        c["sub"],
+        "system:serviceaccount:shop:audited-oidc-eventing.knative.dev-trigger"
+    );
+    // A subscriber declaring no audience gets no token.
+    let asked = replier.received();
+    assert!(asked[0].headers.get("authorization").is_none());
+    // Discovery points at the same keys.
+    let (status, doc) = tests::HttpClient::new()
+        .get(&d.admin_url("/.well-known/openid-configuration"))
+        .await
+        .expect("discovery");
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_slice(&doc).expect("json");
+    assert_eq!(doc["issuer"], "knative-eventing-senders");
+    assert!(doc["jwks_uri"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/openid/v1/jwks")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_present_their_identity_with_a_shared_signing_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success());
+    let signing_key = dir.path().join("signing.pem");
+    std::fs::write(&signing_key, &out.stdout).expect("write");
+    let signing_key = signing_key.display().to_string();
+
+    let sink = Sink::accepting().await;
+    let features = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-eventing}\ndata: {authentication-oidc: enabled}\n";
+    let broker = format!(
+        "{features}---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default, namespace: shop}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: all, namespace: shop}}\nspec: {{broker: default, subscriber: {{uri: '{}'}}}}\n",
+        sink.url()
+    );
+    let ping = |name: &str| {
+        format!("---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default, namespace: shop}}\n---\napiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{schedule: '@every 1s', sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}}}\n")
+    };
+    let d = Dispatcher::start(&broker, &["--oidc-signing-key", &signing_key]).await;
+    let to_dispatcher = format!("--dispatcher-url=inmemory=http://{}", d.ingress);
+
+    // Sharing the dispatcher's key: the ticks are accepted and delivered.
+    let shared = tests::sources::Adapter::start(
+        &format!("{features}{}", ping("shared")),
+        &[&to_dispatcher, "--oidc-signing-key", &signing_key],
+    )
+    .await;
+    let got = sink.wait_for(1, Duration::from_secs(15)).await;
+    assert!(!got.is_empty(), "{}\n{}", shared.log(), d.log());
+    let e = got[0].event.as_ref().expect("an event");
+    assert_eq!(e.source, "/apis/v1/namespaces/shop/pingsources/shared");
+    drop(shared);
+
+    // An adapter with a key of its own: its tokens are refused (401), and
+    // nothing of it is delivered.
+    let before = sink.count();
+    let alone =
+        tests::sources::Adapter::start(&format!("{features}{}", ping("alone")), &[&to_dispatcher])
+            .await;
+    assert!(
+        tests::eventually(Duration::from_secs(15), || alone.log().contains("401")).await,
+        "{}",
+        alone.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from_alone = sink.received()[before..]
+        .iter()
+        .filter(|r| {
+            r.id().contains("alone")
+                || r.event
+                    .as_ref()
+                    .is_some_and(|e| e.source.ends_with("/alone"))
+        })
+        .count();
+    assert_eq!(from_alone, 0);
+}

@@ -323,3 +323,80 @@ async fn delivery_to_an_https_subscriber_verifies_its_certificate() {
     let _ = display.kill();
     let _ = display.wait();
 }
+
+/// `pem` as a YAML block scalar indented by `indent` spaces.
+fn yaml_block(pem: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    pem.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destinations_own_ca_certs_are_trusted_for_it_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certificates(dir.path(), "one");
+    certificates(dir.path(), "two");
+    let port = tests::free_port();
+    let out = std::fs::File::create(dir.path().join("display.out")).expect("out");
+    let mut display = Command::new(tests::build_bin("event-display", "event-display"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--json"])
+        .arg("--tls-cert")
+        .arg(dir.path().join("one-cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("one-key.pem"))
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("event-display starts");
+    let dead_letters = Sink::accepting().await;
+    let ca = |name: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{name}-ca.pem"))).expect("ca")
+    };
+    // Three subscriptions to the same HTTPS subscriber: with its CA in
+    // Destination.CACerts, with another CA's, and with text that is not PEM.
+    let subscription = |name: &str, ca_certs: &str| {
+        format!(
+            "---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: {name}}}\n  subscriber:\n    uri: 'https://127.0.0.1:{port}/'\n    CACerts: |\n{}  delivery: {{retry: 1, backoffDelay: PT0.1S, deadLetterSink: {{uri: '{}'}}}}\n---\napiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {{name: {name}, namespace: shop}}\n",
+            yaml_block(ca_certs, 6),
+            dead_letters.url()
+        )
+    };
+    let manifests = [
+        subscription("trusted", &ca("one")),
+        subscription("other", &ca("two")),
+        subscription("junk", "not a certificate"),
+    ]
+    .concat();
+    // No --delivery-ca-certs: the system roots and each destination's own.
+    let d = Dispatcher::start(&manifests, &[]).await;
+    for name in ["trusted", "other", "junk"] {
+        let url = format!("http://{}/shop/{name}", d.ingress);
+        assert_eq!(curl_post(&url, None, name), Ok(202), "{}", d.log());
+    }
+    assert!(
+        tests::eventually(WAIT, || std::fs::read_to_string(
+            dir.path().join("display.out")
+        )
+        .unwrap_or_default()
+        .contains("trusted"))
+        .await,
+        "{}",
+        d.log()
+    );
+    let dead = dead_letters.wait_for(2, WAIT).await;
+    let mut ids: Vec<String> = dead.iter().map(|r| r.id()).collect();
+    ids.sort();
+    assert_eq!(ids, ["junk", "other"], "{}", d.log());
+    let shown = std::fs::read_to_string(dir.path().join("display.out")).unwrap_or_default();
+    assert!(
+        !shown.contains("\"other\"") && !shown.contains("\"junk\""),
+        "{shown}"
+    );
+    let log = d.log();
+    assert!(log.contains("CACerts"), "the junk bundle is named: {log}");
+    assert!(
+        log.to_lowercase().contains("certificate"),
+        "the failure names the certificate: {log}"
+    );
+    let _ = display.kill();
+    let _ = display.wait();
+}

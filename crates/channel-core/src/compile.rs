@@ -44,9 +44,9 @@ pub use flows::{BranchPlan, FlowKind, FlowPlan};
 pub use sources::{SourceSinks, LOCAL_RUN_UNAVAILABLE};
 
 use crate::contract::{
-    BackendKind, BackoffPolicy, ChannelContract, Contract, DeliveryFormat, DeliveryOrder,
-    DeliveryPolicy, Ingress, SubscriptionContract, TriggerContract, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_TIMEOUT,
+    BackendKind, BackoffPolicy, ChannelContract, Contract, DeliveryAuth, DeliveryFormat,
+    DeliveryOrder, DeliveryPolicy, Ingress, SubscriptionContract, TargetAuth, TriggerContract,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT,
 };
 use crate::duration::parse_iso8601;
 use crate::manifests::Manifests;
@@ -282,6 +282,9 @@ struct Index<'a> {
     brokers: BTreeMap<(String, String), bool>,
     /// Flows: (kind, namespace, name) → the channel holding their address.
     flows: &'a BTreeMap<(FlowKind, String, String), Option<String>>,
+    /// Whether `authentication-oidc` is on: destinations then carry the
+    /// audience their senders present a token for.
+    oidc: bool,
 }
 
 impl Index<'_> {
@@ -314,6 +317,18 @@ fn resolve_destination(
     namespace: &str,
     index: &Index<'_>,
 ) -> Result<Url, (String, String)> {
+    resolve_target(dest, namespace, index).map(|(url, _)| url)
+}
+
+/// A destination's URL and how it is reached: its `CACerts`, and with OIDC
+/// on the audience a sender presents a token for — the destination's own
+/// `audience`, or the audience of the broker, channel or flow it references.
+fn resolve_target(
+    dest: &Destination,
+    namespace: &str,
+    index: &Index<'_>,
+) -> Result<(Url, Option<TargetAuth>), (String, String)> {
+    let mut audience = None;
     let base = match &dest.reference {
         None => None,
         Some(r) => {
@@ -328,6 +343,11 @@ fn resolve_destination(
                 })?;
                 let ingress =
                     Ingress::for_channel(channel.metadata.namespace(), &channel.metadata.name);
+                audience = Some(crate::features::audience(
+                    channel.kind.as_str(),
+                    channel.metadata.namespace(),
+                    &channel.metadata.name,
+                ));
                 Some(format!("http://{}/", ingress.host))
             } else if r.kind == "Service"
                 // Knative Services of every version (the seeds' v1alpha1 too).
@@ -338,10 +358,13 @@ fn resolve_destination(
                 && (api.is_empty() || api.starts_with(broker::EVENTING_GROUP))
             {
                 match index.brokers.get(&(ns.to_owned(), r.name.clone())) {
-                    Some(true) => Some(format!(
-                        "http://{}/",
-                        crate::contract::broker_ingress(ns, &r.name).host
-                    )),
+                    Some(true) => Some({
+                        audience = Some(crate::features::audience("Broker", ns, &r.name));
+                        format!(
+                            "http://{}/",
+                            crate::contract::broker_ingress(ns, &r.name).host
+                        )
+                    }),
                     Some(false) => {
                         return Err((
                             "DestinationNotReady".to_owned(),
@@ -356,7 +379,9 @@ fn resolve_destination(
                     }
                 }
             } else if let Some(flow) = FlowKind::of_reference(&r.kind, api) {
-                Some(flow_address(flow, ns, &r.name, index)?)
+                let (address, channel_audience) = flow_address(flow, ns, &r.name, index)?;
+                audience = Some(channel_audience);
+                Some(address)
             } else {
                 return Err((
                     "DestinationNotResolvable".to_owned(),
@@ -372,7 +397,16 @@ fn resolve_destination(
     };
     let invalid =
         |e: url::ParseError, what: &str| ("InvalidDestination".to_owned(), format!("{what}: {e}"));
-    match (base, dest.uri.as_deref()) {
+    let auth = TargetAuth {
+        ca_certs: dest.ca_certs.clone(),
+        audience: if index.oidc {
+            dest.audience.clone().or(audience)
+        } else {
+            None
+        },
+    }
+    .non_empty();
+    let url = match (base, dest.uri.as_deref()) {
         (None, Some(uri)) => {
             Url::parse(uri).map_err(|e| invalid(e, &format!("uri {uri:?} is not an absolute URL")))
         }
@@ -384,16 +418,18 @@ fn resolve_destination(
             "InvalidDestination".into(),
             "a destination needs a ref or a uri".into(),
         )),
-    }
+    }?;
+    Ok((url, auth))
 }
 
-/// The address of a Sequence or Parallel: its first channel's.
+/// The address of a Sequence or Parallel (its first channel's), and that
+/// channel's OIDC audience.
 fn flow_address(
     flow: FlowKind,
     ns: &str,
     name: &str,
     index: &Index<'_>,
-) -> Result<String, (String, String)> {
+) -> Result<(String, String), (String, String)> {
     let what = format!("{} {ns}/{name}", flow.as_str());
     let channel = match index.flows.get(&(flow, ns.to_owned(), name.to_owned())) {
         None => {
@@ -411,7 +447,10 @@ fn flow_address(
             .is_some_and(|all| all.iter().any(|(r, _)| r.kind == ChannelKind::Channel))
     });
     match served {
-        Some(c) => Ok(format!("http://{}/", Ingress::for_channel(ns, c).host)),
+        Some(c) => Ok((
+            format!("http://{}/", Ingress::for_channel(ns, c).host),
+            crate::features::audience(ChannelKind::Channel.as_str(), ns, c),
+        )),
         None => Err((
             "DestinationNotReady".to_owned(),
             format!("{what} is not served (see its own status)"),
@@ -493,6 +532,7 @@ pub fn compile(m: &Manifests) -> Compiled {
         // A broker is served when its channel is; filled in below.
         brokers: expansion.known.keys().map(|k| (k.clone(), false)).collect(),
         flows: &flow_expansion.addresses,
+        oidc: crate::features::oidc_enabled(m),
     };
     let mut compiled: Vec<ChannelContract> = Vec::new();
     let mut positions: BTreeMap<(String, String, ChannelKind), usize> = BTreeMap::new();
@@ -704,10 +744,11 @@ pub fn compile(m: &Manifests) -> Compiled {
             problems.push(problem("InvalidAnnotation", message));
             continue;
         }
-        let resolve = |dest: &Option<Destination>, what: &str| -> Result<Option<Url>, Problem> {
+        type Resolved = Option<(Url, Option<TargetAuth>)>;
+        let resolve = |dest: &Option<Destination>, what: &str| -> Result<Resolved, Problem> {
             dest.as_ref()
                 .map(|d| {
-                    resolve_destination(d, &ns, &index)
+                    resolve_target(d, &ns, &index)
                         .map_err(|(reason, message)| problem(&reason, format!("{what}: {message}")))
                 })
                 .transpose()
@@ -727,6 +768,24 @@ pub fn compile(m: &Manifests) -> Compiled {
                 continue;
             }
         };
+        let split = |r: Resolved| match r {
+            Some((url, auth)) => (Some(url), auth),
+            None => (None, None),
+        };
+        let ((subscriber, subscriber_auth), (reply, reply_auth), (dead_letter, dead_letter_auth)) =
+            (split(subscriber), split(reply), split(dead_letter));
+        let auth = DeliveryAuth::of(
+            || {
+                let group = match origin {
+                    Origin::Trigger(_) => broker::EVENTING_GROUP,
+                    _ => "messaging.knative.dev",
+                };
+                crate::features::identity(group, kind, &ns, &sub.metadata.name)
+            },
+            subscriber_auth,
+            reply_auth,
+            dead_letter_auth,
+        );
         compiled[position].subscriptions.push(SubscriptionContract {
             uid: sub
                 .metadata
@@ -741,6 +800,7 @@ pub fn compile(m: &Manifests) -> Compiled {
             dead_letter,
             delivery: policy,
             trigger: trigger.cloned(),
+            auth,
         });
     }
     problems.extend(expansion.problems);

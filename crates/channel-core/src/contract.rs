@@ -297,6 +297,82 @@ pub struct SubscriptionContract {
     /// broker refuses fails the delivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<TriggerContract>,
+    /// Trust and identity for the destinations, when any has some (boxed:
+    /// most subscriptions have none, and a contract holds thousands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Box<DeliveryAuth>>,
+}
+
+/// How a destination is reached beyond its URL: Knative's
+/// `Destination.CACerts` and `Destination.audience`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetAuth {
+    /// PEM CA certificates an `https://` destination is verified against,
+    /// beside the system roots and the sender's own extra roots.
+    #[serde(default, rename = "CACerts", skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
+    /// The OIDC audience the destination expects: the sender presents a
+    /// token for it, issued to [`DeliveryAuth::identity`]. Set only when
+    /// `authentication-oidc` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+impl TargetAuth {
+    /// `None` when neither is set.
+    pub fn non_empty(self) -> Option<TargetAuth> {
+        (self.ca_certs.is_some() || self.audience.is_some()).then_some(self)
+    }
+}
+
+/// Trust and identity of one sender (a subscription, a trigger, a source)
+/// for each of its destinations. For a source, `subscriber` is its sink.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliveryAuth {
+    /// The OIDC subject the sender presents
+    /// (`system:serviceaccount:<namespace>:<name>-oidc-<group>-<kind>`),
+    /// set when a destination has an audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber: Option<TargetAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<TargetAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<TargetAuth>,
+}
+
+impl DeliveryAuth {
+    /// The sender's settings for `subscriber`, `reply` and `dead_letter`
+    /// (each `None` when it has neither CA certificates nor an audience),
+    /// with `identity` when any destination expects a token; `None` when
+    /// there is nothing to say.
+    pub fn of(
+        identity: impl FnOnce() -> String,
+        subscriber: Option<TargetAuth>,
+        reply: Option<TargetAuth>,
+        dead_letter: Option<TargetAuth>,
+    ) -> Option<Box<DeliveryAuth>> {
+        let (subscriber, reply, dead_letter) = (
+            subscriber.and_then(TargetAuth::non_empty),
+            reply.and_then(TargetAuth::non_empty),
+            dead_letter.and_then(TargetAuth::non_empty),
+        );
+        let wants_token = [&subscriber, &reply, &dead_letter]
+            .iter()
+            .any(|t| t.as_ref().is_some_and(|t| t.audience.is_some()));
+        if subscriber.is_none() && reply.is_none() && dead_letter.is_none() {
+            return None;
+        }
+        Some(Box::new(DeliveryAuth {
+            identity: wants_token.then(identity),
+            subscriber,
+            reply,
+            dead_letter,
+        }))
+    }
 }
 
 impl SubscriptionContract {
@@ -485,6 +561,17 @@ mod tests {
                         retry_after_max: Some(Duration::from_secs(5)),
                         ..DeliveryPolicy::default()
                     },
+                    auth: DeliveryAuth::of(
+                        || {
+                            "system:serviceaccount:default:sub-oidc-messaging.knative.dev-subscription".into()
+                        },
+                        Some(TargetAuth {
+                            ca_certs: Some("-----BEGIN CERTIFICATE-----\n...".into()),
+                            audience: Some("sink".into()),
+                        }),
+                        None,
+                        Some(TargetAuth::default()),
+                    ),
                 }],
             }],
             ..Default::default()

@@ -72,6 +72,21 @@ pub fn audience(kind: &str, namespace: &str, name: &str) -> String {
     format!("{group}/{}/{namespace}/{name}", kind.to_ascii_lowercase())
 }
 
+/// The OIDC subject a sender presents: the service account Knative gives
+/// the resource `kind` (of API `group`) `namespace/name` for its identity,
+/// `system:serviceaccount:<namespace>:<name>-oidc-<group>-<kind>` in lower
+/// case (Knative shortens names above 63 characters with a hash; here they
+/// are kept whole, as a service account name may be 253 characters long).
+pub fn identity(group: &str, kind: &str, namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}-oidc-{group}-{kind}").to_ascii_lowercase()
+}
+
+/// Whether the manifests turn `authentication-oidc` on (an unreadable value
+/// counts as on, as [`from_manifests`] reads it).
+pub fn oidc_enabled(manifests: &Manifests) -> bool {
+    from_manifests(manifests, &mut Vec::new()).oidc.is_some()
+}
+
 impl Features {
     pub fn is_default(&self) -> bool {
         *self == Features::default()

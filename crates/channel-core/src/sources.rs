@@ -140,6 +140,10 @@ pub struct SourceContract {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<Url>,
     pub delivery: DeliveryPolicy,
+    /// CA certificates and OIDC audience of the sink (`subscriber`) and
+    /// dead-letter sink, and the source's identity when a token is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Box<crate::contract::DeliveryAuth>>,
     /// `ceOverrides.extensions`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extensions: BTreeMap<String, String>,
@@ -289,6 +293,7 @@ mod tests {
                 sink: Url::parse("http://sink/").expect("url"),
                 dead_letter: None,
                 delivery: default_source_delivery(),
+                auth: None,
                 extensions: BTreeMap::from([("team".into(), "shop".into())]),
                 settings: SourceSettings::PingSource(ping::PingSettings {
                     schedule: "@every 1s".into(),

@@ -24,6 +24,7 @@ fn channel(params: &[(&str, u64)]) -> ChannelContract {
 fn sub(uid: &str) -> SubscriptionContract {
     SubscriptionContract {
         trigger: None,
+        auth: None,
         uid: uid.into(),
         namespace: "default".into(),
         name: uid.into(),
@@ -279,6 +280,7 @@ async fn a_reload_keeps_unchanged_channels_and_replaces_changed_ones() {
                 max_reply_bytes: 1024,
                 local_routes: None,
                 ca_certs: Vec::new(),
+                signer: None,
             },
         ),
         metrics,

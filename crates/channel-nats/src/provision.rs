@@ -403,6 +403,7 @@ mod tests {
     fn ack_wait_follows_the_timeout_within_bounds() {
         let mut s = SubscriptionContract {
             trigger: None,
+            auth: None,
             uid: "u".into(),
             namespace: "n".into(),
             name: "s".into(),

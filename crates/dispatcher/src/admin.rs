@@ -7,6 +7,9 @@
 //! * `/status` is JSON: the applied contract generation, per-channel and
 //!   per-subscription readiness, and configuration problems. The provisioner
 //!   reads it to mark resources Ready.
+//! * `/.well-known/openid-configuration` and `/openid/v1/jwks` publish the
+//!   public key of the identity tokens this process presents
+//!   ([`crate::auth::identity`]), so a subscriber can verify them.
 
 use crate::dataplane::Dataplane;
 use bytes::Bytes;
@@ -66,6 +69,35 @@ pub fn guard<B>(req: &Request<B>, token: Option<&str>) -> Option<Response<Full<B
     Some(r)
 }
 
+/// The OIDC discovery document or the JWKS of `signer`, for a `GET` of
+/// their paths; `None` for every other request.
+pub fn identity_keys<B>(
+    req: &Request<B>,
+    signer: &crate::auth::identity::Signer,
+) -> Option<Response<Full<Bytes>>> {
+    use crate::auth::identity::{DISCOVERY_PATH, JWKS_PATH};
+    if req.method() != Method::GET {
+        return None;
+    }
+    let body = match req.uri().path() {
+        JWKS_PATH => serde_json::to_vec_pretty(&signer.jwks()),
+        DISCOVERY_PATH => {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            serde_json::to_vec_pretty(&signer.discovery(&format!("http://{host}")))
+        }
+        _ => return None,
+    };
+    Some(respond(
+        StatusCode::OK,
+        "application/json",
+        body.unwrap_or_default(),
+    ))
+}
+
 pub async fn handle<B>(dataplane: Arc<Dataplane>, req: Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
@@ -122,7 +154,7 @@ pub async fn handle<B>(dataplane: Arc<Dataplane>, req: Request<B>) -> Response<F
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /healthz /readyz /metrics /status /eventtypes\n",
+            "admin endpoints: /healthz /readyz /metrics /status /eventtypes /openid/v1/jwks\n",
         ),
     }
 }

@@ -107,6 +107,11 @@ pub struct DispatcherArgs {
     #[arg(long, env = "KN_CHANNEL_OIDC_JWKS", requires = "oidc_issuer")]
     pub oidc_jwks: Option<String>,
 
+    /// The identity this dispatcher presents to destinations with an
+    /// OIDC audience.
+    #[command(flatten)]
+    pub identity: crate::auth::identity::IdentityArgs,
+
     /// What a client may make the ingress hold.
     #[command(flatten)]
     pub limits: crate::server::ServerLimits,

@@ -39,7 +39,7 @@ pub struct Ingress {
     max_body_bytes: usize,
     body_read_timeout: std::time::Duration,
     /// Verifies senders' tokens where OIDC authentication is on.
-    oidc: Option<crate::auth::oidc::Verifier>,
+    oidc: crate::auth::oidc::Verifiers,
 }
 
 fn respond(status: StatusCode, message: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -67,13 +67,13 @@ impl Ingress {
             backend,
             max_body_bytes,
             body_read_timeout: crate::server::ServerLimits::default().body_read_timeout,
-            oidc: None,
+            oidc: Default::default(),
         }
     }
 
-    /// Verify tokens with `verifier` where the contract turns OIDC on.
-    pub fn with_oidc(mut self, verifier: Option<crate::auth::oidc::Verifier>) -> Self {
-        self.oidc = verifier;
+    /// Verify tokens with `verifiers` where the contract turns OIDC on.
+    pub fn with_oidc(mut self, verifiers: crate::auth::oidc::Verifiers) -> Self {
+        self.oidc = verifiers;
         self
     }
 
@@ -92,20 +92,27 @@ impl Ingress {
             );
             r
         };
-        let Some(verifier) = &self.oidc else {
-            return Err(unauthorized(
-                "OIDC authentication is required here, and this dispatcher has no --oidc-issuer to verify tokens with".into(),
-            ));
-        };
         let header = req
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let Some(verifier) = self.oidc.choose(header) else {
+            return Err(unauthorized(
+                "OIDC authentication is required here, and this dispatcher has no --oidc-issuer to verify tokens of other issuers with".into(),
+            ));
+        };
         verifier
             .verify(header, &auth.audience)
             .await
             .map(|claims| claims.sub)
-            .map_err(|e| unauthorized(format!("{e} (audience {})", auth.audience)))
+            .map_err(|e| {
+                let hint = if self.oidc.has_external() {
+                    ""
+                } else {
+                    "; this dispatcher verifies only the identity tokens of components sharing its signing key: set --oidc-issuer to accept producers' tokens"
+                };
+                unauthorized(format!("{e} (audience {}){hint}", auth.audience))
+            })
     }
 
     /// Answer 408 to a client that takes longer than `timeout` to send a
@@ -395,6 +402,7 @@ mod tests {
                 max_reply_bytes: 1024,
                 local_routes: None,
                 ca_certs: Vec::new(),
+                signer: None,
             },
         );
         let dp = Dataplane::new(backend.clone(), deliverer, metrics.clone(), routes.clone());

@@ -81,6 +81,27 @@ async fn oidc_verifier(
     Ok(Some(verifier))
 }
 
+/// The verifiers of the ingress: `--oidc-issuer`'s, and `signer`'s (the
+/// identity tokens this dispatcher, and every component sharing its key,
+/// present).
+async fn oidc_verifiers(
+    args: &DispatcherArgs,
+    signer: &auth::identity::Signer,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<auth::oidc::Verifiers> {
+    use auth::oidc::{JwksSource, OidcConfig, Verifier, Verifiers};
+    let own = Verifier::new(OidcConfig::new(
+        signer.issuer(),
+        JwksSource::Own(signer.jwks()),
+    ))
+    .await
+    .context("cannot trust this dispatcher's own signing key")?;
+    Ok(Verifiers::new(
+        oidc_verifier(args, shutdown).await?,
+        Some(own),
+    ))
+}
+
 /// Wait for SIGTERM or SIGINT (logging which arrived).
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -151,6 +172,12 @@ pub async fn run_until(
         (None, None) => anyhow::bail!("no ingress: HTTP and HTTPS are both off"),
     };
 
+    let signer = Arc::new(auth::identity::Signer::from_args(&args.identity)?);
+    tracing::info!(
+        issuer = signer.issuer(),
+        key = signer.origin(),
+        "identity tokens for destinations with an OIDC audience"
+    );
     let deliverer = Deliverer::new(
         metrics.clone(),
         DeliveryOptions {
@@ -158,6 +185,7 @@ pub async fn run_until(
             max_reply_bytes: args.max_reply_bytes,
             local_routes: Some(Dataplane::local_routes(routes.clone(), ingress_addr)),
             ca_certs: tls::read_ca_certs(args.tls.delivery_ca_certs.as_deref())?,
+            signer: Some(signer.clone()),
         },
     );
     let dataplane = Arc::new(Dataplane::new(
@@ -171,12 +199,17 @@ pub async fn run_until(
     let admin_stop = CancellationToken::new();
     let admin_dp = dataplane.clone();
     let admin_token: Option<Arc<str>> = args.admin_token.as_deref().map(Arc::from);
+    let admin_signer = signer.clone();
     let admin = tokio::spawn(server::serve(
         "admin",
         admin_listener,
         move |req| {
             let (dataplane, token) = (admin_dp.clone(), admin_token.clone());
+            let signer = admin_signer.clone();
             async move {
+                if let Some(published) = admin::identity_keys(&req, &signer) {
+                    return published;
+                }
                 match admin::guard(&req, token.as_deref()) {
                     Some(refused) => refused,
                     None => admin::handle(dataplane, req).await,
@@ -191,10 +224,10 @@ pub async fn run_until(
     memory::release_free_memory();
 
     let ingress_stop = CancellationToken::new();
-    let verifier = oidc_verifier(&args, &shutdown).await?;
+    let verifiers = oidc_verifiers(&args, &signer, &shutdown).await?;
     let handler = ingress::Ingress::new(routes, backend, args.max_body_bytes)
         .with_body_read_timeout(args.limits.body_read_timeout)
-        .with_oidc(verifier);
+        .with_oidc(verifiers);
     let serve = move |req| {
         let handler = handler.clone();
         async move { handler.handle(req).await }

@@ -121,6 +121,11 @@ pub struct AdapterArgs {
     #[arg(long, env = "KN_SOURCE_DELIVERY_CA_CERTS")]
     pub delivery_ca_certs: Option<PathBuf>,
 
+    /// The identity the sources present to sinks with an OIDC audience
+    /// (`<name>-oidc-sources.knative.dev-<kind>`), signed with this key.
+    #[command(flatten)]
+    pub identity: dispatcher::auth::identity::IdentityArgs,
+
     /// Protect `/metrics` and `/status` with this token (`Authorization:
     /// Bearer <token>`); `/healthz` and `/readyz` stay open.
     #[arg(long, env = "KN_ADMIN_TOKEN", hide_env_values = true)]

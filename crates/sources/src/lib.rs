@@ -210,6 +210,9 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
         .await
         .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
     let metrics = Arc::new(metrics::Metrics::new());
+    let signer = Arc::new(dispatcher::auth::identity::Signer::from_args(
+        &args.identity,
+    )?);
     let deliverer = Deliverer::new(
         metrics.delivery.clone(),
         DeliveryOptions {
@@ -217,6 +220,7 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
             max_reply_bytes: args.max_reply_bytes,
             local_routes: None,
             ca_certs: dispatcher::tls::read_ca_certs(args.delivery_ca_certs.as_deref())?,
+            signer: Some(signer.clone()),
         },
     );
     let routes = webhook::Routes::default();
@@ -268,14 +272,21 @@ pub async fn run_until(args: AdapterArgs, shutdown: CancellationToken) -> anyhow
             "admin",
             listener,
             move |req| {
-                admin(
+                let published = dispatcher::admin::identity_keys(&req, &signer);
+                let answer = admin(
                     runner.clone(),
                     report.clone(),
                     metrics.clone(),
                     replica,
                     token.clone(),
                     req,
-                )
+                );
+                async move {
+                    match published {
+                        Some(keys) => keys,
+                        None => answer.await,
+                    }
+                }
             },
             shutdown.clone(),
             Duration::from_secs(2),

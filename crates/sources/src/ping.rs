@@ -102,6 +102,7 @@ mod tests {
             sink: url::Url::parse("http://sink/").expect("url"),
             dead_letter: None,
             delivery: default_source_delivery(),
+            auth: None,
             extensions: BTreeMap::from([("team".into(), "shop".into())]),
             settings: SourceSettings::PingSource(settings.clone()),
         };

@@ -145,6 +145,7 @@ fn subscription(c: &SourceContract) -> SubscriptionContract {
         dead_letter: c.dead_letter.clone(),
         delivery: c.delivery.clone(),
         trigger: None,
+        auth: c.auth.clone(),
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! [`SourcesContract`]: crate::sources::SourcesContract
 
-use super::{resolve_destination, resolve_policy, stable_uid, Index, Problem};
+use super::{resolve_policy, resolve_target, stable_uid, Index, Problem};
+use crate::contract::DeliveryAuth;
 use crate::contract::DeliveryOrder;
 use crate::manifests::Manifests;
 use crate::resources::{DeliverySpec, Destination, ObjectMeta};
@@ -25,6 +26,9 @@ use url::Url;
 /// The sink of every source that has one resolved, by (kind, namespace,
 /// name), for status (`status.sinkUri`).
 pub type SourceSinks = BTreeMap<(String, String, String), Url>;
+
+/// The API group of the sources, which their OIDC identities name.
+const SOURCES_GROUP: &str = "sources.knative.dev";
 
 /// Reason of a ContainerSource that cannot run outside Kubernetes.
 pub const LOCAL_RUN_UNAVAILABLE: &str = "LocalRunUnavailable";
@@ -58,7 +62,7 @@ impl Common<'_> {
         settings: Option<SourceSettings>,
     ) -> Result<Option<SourceContract>, Problem> {
         let ns = self.metadata.namespace();
-        let sink = resolve_destination(self.sink, ns, index)
+        let (sink, sink_auth) = resolve_target(self.sink, ns, index)
             .map_err(|(reason, message)| self.problem(&reason, format!("spec.sink: {message}")))?;
         sinks.insert(
             (
@@ -79,14 +83,24 @@ impl Common<'_> {
         if let Some(order) = self.order {
             delivery.order = order;
         }
-        let dead_letter = match self.delivery.and_then(|d| d.dead_letter_sink.as_ref()) {
-            None => None,
-            Some(d) => Some(
-                resolve_destination(d, ns, index).map_err(|(reason, message)| {
+        let (dead_letter, dead_letter_auth) = match self
+            .delivery
+            .and_then(|d| d.dead_letter_sink.as_ref())
+        {
+            None => (None, None),
+            Some(d) => {
+                let (url, auth) = resolve_target(d, ns, index).map_err(|(reason, message)| {
                     self.problem(&reason, format!("spec.delivery.deadLetterSink: {message}"))
-                })?,
-            ),
+                })?;
+                (Some(url), auth)
+            }
         };
+        let auth = DeliveryAuth::of(
+            || crate::features::identity(SOURCES_GROUP, self.kind, ns, &self.metadata.name),
+            sink_auth,
+            None,
+            dead_letter_auth,
+        );
         Ok(Some(SourceContract {
             uid: self
                 .metadata
@@ -99,6 +113,7 @@ impl Common<'_> {
             sink,
             dead_letter,
             delivery,
+            auth,
             extensions: self
                 .overrides
                 .map(|o| o.extensions.clone())

@@ -256,3 +256,77 @@ fn output_is_deterministic_with_stable_uids() {
     assert_ne!(uid, &stable_uid("Channel", "shop", "orders2"));
     assert_eq!(uid.len(), 36);
 }
+
+#[test]
+fn destinations_carry_their_ca_certs_and_with_oidc_on_their_audience() {
+    let objects = "apiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {name: orders, namespace: shop}\n---\napiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {name: audit, namespace: shop}\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default, namespace: shop}\n---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {name: copy, namespace: shop}\nspec:\n  channel: {apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: orders}\n  subscriber: {uri: 'https://billing.example/', CACerts: \"-----BEGIN CERTIFICATE-----\\nX\\n-----END CERTIFICATE-----\\n\", audience: billing}\n  reply: {ref: {apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: audit}}\n  delivery: {deadLetterSink: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: all, namespace: shop}\nspec: {broker: default, subscriber: {uri: 'http://plain.example/'}}\n---\napiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: tick, namespace: shop}\nspec: {schedule: '@hourly', sink: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}\n";
+    let sub = |c: &Compiled, name: &str| -> SubscriptionContract {
+        c.contracts[&BackendKind::InMemory]
+            .channels
+            .iter()
+            .flat_map(|ch| ch.subscriptions.iter())
+            .find(|s| s.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: {c:#?}"))
+    };
+
+    // OIDC off: CACerts still reach the contract, audiences do not.
+    let off = compiled(objects);
+    assert!(off.problems.is_empty(), "{:?}", off.problems);
+    let auth = sub(&off, "copy").auth.expect("auth");
+    assert!(auth.identity.is_none());
+    let subscriber = auth.subscriber.expect("subscriber");
+    assert!(subscriber
+        .ca_certs
+        .as_deref()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    assert!(subscriber.audience.is_none());
+    assert!(auth.reply.is_none() && auth.dead_letter.is_none());
+    assert!(sub(&off, "all").auth.is_none());
+    assert!(off.sources[0].auth.is_none());
+
+    // OIDC on: a uri destination's own audience; a referenced channel's
+    // or broker's audience; the sender's Knative identity.
+    let on = compiled(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-features, namespace: knative-eventing}}\ndata: {{authentication-oidc: enabled}}\n---\n{objects}"
+    ));
+    let auth = sub(&on, "copy").auth.expect("auth");
+    assert_eq!(
+        auth.identity.as_deref(),
+        Some("system:serviceaccount:shop:copy-oidc-messaging.knative.dev-subscription")
+    );
+    assert_eq!(
+        auth.subscriber.unwrap().audience.as_deref(),
+        Some("billing")
+    );
+    assert_eq!(
+        auth.reply.unwrap().audience.as_deref(),
+        Some("messaging.knative.dev/inmemorychannel/shop/audit")
+    );
+    assert_eq!(
+        auth.dead_letter.unwrap().audience.as_deref(),
+        Some("eventing.knative.dev/broker/shop/default")
+    );
+    // A trigger replies into its broker with its own identity.
+    let trigger = sub(&on, "all").auth.expect("trigger auth");
+    assert_eq!(
+        trigger.identity.as_deref(),
+        Some("system:serviceaccount:shop:all-oidc-eventing.knative.dev-trigger")
+    );
+    assert!(trigger.subscriber.is_none(), "a plain uri has no audience");
+    assert_eq!(
+        trigger.reply.unwrap().audience.as_deref(),
+        Some("eventing.knative.dev/broker/shop/default")
+    );
+    // A source presents its own identity to its sink.
+    let source = on.sources[0].auth.as_ref().expect("source auth");
+    assert_eq!(
+        source.identity.as_deref(),
+        Some("system:serviceaccount:shop:tick-oidc-sources.knative.dev-pingsource")
+    );
+    assert_eq!(
+        source.subscriber.as_ref().unwrap().audience.as_deref(),
+        Some("eventing.knative.dev/broker/shop/default")
+    );
+}

@@ -135,6 +135,7 @@ pub fn channel(name: &str, parameters: serde_json::Value) -> ChannelContract {
 pub fn subscription(uid: &str) -> SubscriptionContract {
     SubscriptionContract {
         trigger: None,
+        auth: None,
         uid: uid.into(),
         namespace: "test-ns".into(),
         name: format!("sub-{uid}"),

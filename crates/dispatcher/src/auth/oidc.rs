@@ -38,6 +38,12 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// An unknown key id refreshes the JWKS at most this often.
 pub const FORCED_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// A verified token is accepted again without checking its signature for
+/// at most this long (and never past its expiry): a rotated-out key stops
+/// being accepted within this time.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// At most this many verified tokens are remembered.
+const MAX_VERIFIED: usize = 10_000;
 /// Longer `Authorization` values are refused without parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// RSA keys with a shorter modulus are ignored.
@@ -78,6 +84,9 @@ pub enum JwksSource {
     /// The issuer's base URL: `GET <issuer>/.well-known/openid-configuration`,
     /// then its `jwks_uri`.
     Discovery(Url),
+    /// Keys this process holds: its own signing key's public half
+    /// ([`super::identity::Signer::jwks`]).
+    Own(JwkSet),
 }
 
 impl std::fmt::Display for JwksSource {
@@ -86,6 +95,7 @@ impl std::fmt::Display for JwksSource {
             JwksSource::File(p) => write!(f, "JWKS file {}", p.display()),
             JwksSource::Url(u) => write!(f, "JWKS URL {}", redact(u)),
             JwksSource::Discovery(u) => write!(f, "OIDC discovery from {}", redact(u)),
+            JwksSource::Own(_) => f.write_str("this process's own signing key"),
         }
     }
 }
@@ -355,6 +365,11 @@ struct Inner {
     reloading: tokio::sync::Mutex<()>,
     /// When the last forced (unknown key id) refresh started.
     last_forced: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Tokens verified lately: SHA-256 of (audience, token) → the claims
+    /// and until when they are taken without verifying again. Producers
+    /// send the same token for many events; checking a signature costs
+    /// far more than the lookup.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Claims, u64)>>,
 }
 
 /// Verifies bearer tokens against the issuer's keys. Cheap to clone.
@@ -387,6 +402,7 @@ impl Verifier {
                 client,
                 reloading: tokio::sync::Mutex::new(()),
                 last_forced: tokio::sync::Mutex::new(None),
+                verified: Default::default(),
             }),
         })
     }
@@ -402,6 +418,12 @@ impl Verifier {
         let keys = load(&self.inner.client, &self.inner.config.jwks).await?;
         tracing::debug!(jwks = %self.inner.config.jwks, kids = ?keys.kids(), "OIDC verification keys reloaded");
         self.inner.keys.store(Arc::new(keys));
+        // Tokens are checked against the new keys from now on.
+        self.inner
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(())
     }
 
@@ -450,6 +472,47 @@ impl Verifier {
         audience: &str,
     ) -> Result<Claims, AuthError> {
         let token = bearer(authorization)?;
+        let digest = {
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            h.update(audience.as_bytes());
+            h.update([0]);
+            h.update(token.as_bytes());
+            <[u8; 32]>::from(h.finalize())
+        };
+        let at = now();
+        if let Some((claims, until)) = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+        {
+            if at < *until {
+                return Ok(claims.clone());
+            }
+        }
+        let claims = self.verify_token(token, audience).await?;
+        // Remembered until the earlier of the TTL and the expiry (the
+        // leeway is not extended: a cached token is never accepted later
+        // than a fresh check would accept it).
+        let until = claims.exp.min(at + VERIFIED_TTL.as_secs());
+        let mut verified = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= MAX_VERIFIED {
+            verified.retain(|_, (_, until)| at < *until);
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, (claims.clone(), until));
+        Ok(claims)
+    }
+
+    async fn verify_token(&self, token: &str, audience: &str) -> Result<Claims, AuthError> {
         let (alg, kid) = token_header(token)?;
         let kid = kid.as_deref();
 
@@ -492,6 +555,51 @@ impl Verifier {
         // included), so a library quirk cannot let a token through.
         claims(&data.claims, audience, &config.issuer, config.leeway, now())
     }
+}
+
+/// The verifiers an ingress trusts: the `--oidc-issuer`'s, and this
+/// process's own signing key's (its identity tokens). A token goes to the
+/// verifier of the issuer it names (checked again when verified).
+#[derive(Clone, Debug, Default)]
+pub struct Verifiers {
+    external: Option<Verifier>,
+    own: Option<Verifier>,
+}
+
+impl Verifiers {
+    pub fn new(external: Option<Verifier>, own: Option<Verifier>) -> Verifiers {
+        Verifiers { external, own }
+    }
+
+    /// Whether producers' tokens can be verified (`--oidc-issuer` is set).
+    pub fn has_external(&self) -> bool {
+        self.external.is_some()
+    }
+
+    /// The verifier for this `Authorization` value: the one of the issuer
+    /// the token names, else the `--oidc-issuer`'s; `None` when the token
+    /// names another issuer and there is no `--oidc-issuer`.
+    pub fn choose(&self, authorization: Option<&str>) -> Option<&Verifier> {
+        let issuer = bearer(authorization).ok().and_then(unverified_issuer);
+        let named = |v: &&Verifier| issuer.as_deref() == Some(v.config().issuer.as_str());
+        self.own
+            .iter()
+            .find(named)
+            .or(self.external.as_ref())
+            .or(match issuer {
+                // No token, or not one whose issuer can be read: the
+                // verifier answers why.
+                None => self.own.as_ref(),
+                Some(_) => None,
+            })
+    }
+}
+
+/// The `iss` a token claims, before anything is verified.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let raw: Value = serde_json::from_slice(&b64(payload).ok()?).ok()?;
+    raw.get("iss")?.as_str().map(str::to_owned)
 }
 
 fn now() -> u64 {
@@ -672,6 +780,7 @@ fn claims(
 async fn load(client: &HttpClient, source: &JwksSource) -> anyhow::Result<KeySet> {
     let origin = source.to_string();
     let doc = match source {
+        JwksSource::Own(set) => serde_json::to_vec(set).context("own JWKS")?,
         JwksSource::File(path) => read_file(path.clone())
             .await
             .with_context(|| format!("cannot read the JWKS file {}", path.display()))?,
@@ -1103,6 +1212,59 @@ mod tests {
         v.verify(Some(&bearer_of(&token)), AUD)
             .await
             .expect("after reload");
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_remembered_until_the_keys_change() {
+        let (v, _dir, path) = file_verifier(&[jwk(rsa(0), "k1")]).await;
+        let token = bearer_of(&mint(rsa(0), Some("k1"), &good_claims()));
+        v.verify(Some(&token), AUD).await.expect("valid");
+        assert_eq!(v.inner.verified.lock().unwrap().len(), 1);
+        // Remembered for this audience only: another is checked afresh.
+        assert_invalid(v.verify(Some(&token), "someone-else").await, "audience");
+        // The key is rotated out: the remembered token still passes until
+        // the keys are reloaded, then it is refused.
+        write(&path, &jwks(&[jwk(rsa(1), "k2")]));
+        v.verify(Some(&token), AUD).await.expect("remembered");
+        v.reload().await.expect("reload");
+        assert_invalid(v.verify(Some(&token), AUD).await, "kid");
+        // A tampered token never matches a remembered one.
+        let mut tampered = bearer_of(&mint(rsa(1), Some("k2"), &good_claims()));
+        v.verify(Some(&tampered), AUD).await.expect("valid");
+        tampered.push('A');
+        assert_invalid(v.verify(Some(&tampered), AUD).await, "signature");
+    }
+
+    #[tokio::test]
+    async fn tokens_go_to_the_verifier_of_their_issuer() {
+        let (external, _dir, _) = standard().await;
+        let signer = crate::auth::identity::Signer::ephemeral("own").expect("signer");
+        let own = Verifier::new(OidcConfig::new("own", JwksSource::Own(signer.jwks())))
+            .await
+            .expect("own");
+        let both = Verifiers::new(Some(external.clone()), Some(own.clone()));
+        let mine = format!("Bearer {}", signer.token("me", AUD).expect("token"));
+        let claims = both
+            .choose(Some(&mine))
+            .expect("a verifier")
+            .verify(Some(&mine), AUD)
+            .await
+            .expect("own token");
+        assert_eq!((claims.iss.as_str(), claims.sub.as_str()), ("own", "me"));
+        let theirs = bearer_of(&mint(rsa(0), Some("rsa-a"), &good_claims()));
+        both.choose(Some(&theirs))
+            .expect("a verifier")
+            .verify(Some(&theirs), AUD)
+            .await
+            .expect("the issuer's token");
+        // Only the own key: another issuer's token has no verifier, a
+        // missing header gets the own verifier's answer.
+        let alone = Verifiers::new(None, Some(own));
+        assert!(alone.choose(Some(&theirs)).is_none());
+        assert_eq!(
+            alone.choose(None).expect("own").verify(None, AUD).await,
+            Err(AuthError::Missing)
+        );
     }
 
     #[tokio::test]

@@ -5,10 +5,19 @@
 //! `--delivery-ca-certs`; a certificate that does not verify fails the
 //! attempt like a refused connection (retried, then dead-lettered), the
 //! reason naming the verification error.
+//!
+//! A destination may bring its own trust and identity requirements
+//! ([`TargetAuth`], from Knative's `Destination.CACerts` and `audience`):
+//! its CA certificates are added to the roots for that destination only
+//! (one connection pool per distinct bundle), and for an audience the
+//! request carries `Authorization: Bearer <token>` signed for the sender's
+//! identity ([`Signer`]). A bundle that is not PEM, or a token that cannot
+//! be signed, fails the attempt with the reason.
 
 use super::LocalRoutes;
+use crate::auth::identity::Signer;
 use bytes::Bytes;
-use channel_core::contract::DeliveryFormat;
+use channel_core::contract::{DeliveryFormat, TargetAuth};
 use channel_core::event::{encode_binary, encode_structured, Event};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri};
@@ -17,10 +26,11 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -76,11 +86,24 @@ impl Attempt {
     }
 }
 
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
+
+/// At most this many distinct destination CA bundles get a pool of their
+/// own at once; more empty the set (pools are made again on use).
+const MAX_CA_POOLS: usize = 256;
+
 /// Sends events over pooled HTTP/1.1 connections.
 #[derive(Debug, Clone)]
 pub struct EventClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
+    client: HttpsClient,
     max_body: usize,
+    local: Option<Arc<dyn LocalRoutes>>,
+    /// The roots every destination is verified against.
+    roots: Arc<rustls::RootCertStore>,
+    /// Pools of destinations with their own CA certificates, by bundle.
+    by_ca: Arc<Mutex<HashMap<String, Result<HttpsClient, String>>>>,
+    /// Signs the tokens destinations with an audience get.
+    signer: Option<Arc<Signer>>,
 }
 
 /// The roots HTTPS destinations are verified against: the system's and
@@ -111,25 +134,58 @@ impl EventClient {
         local: Option<Arc<dyn LocalRoutes>>,
         max_body: usize,
         roots: rustls::RootCertStore,
+        signer: Option<Arc<Signer>>,
     ) -> Self {
-        let mut connector = HttpConnector::new_with_resolver(Resolver { local });
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        connector.enforce_http(false);
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        EventClient { client, max_body }
+        EventClient {
+            client: pool(local.clone(), roots.clone()),
+            max_body,
+            local,
+            roots: Arc::new(roots),
+            by_ca: Arc::default(),
+            signer,
+        }
+    }
+
+    /// The pool for a destination: the shared one, or the one of its CA
+    /// certificates (made on first use).
+    fn pool_for(&self, ca_certs: Option<&str>) -> Result<HttpsClient, String> {
+        let Some(pem) = ca_certs else {
+            return Ok(self.client.clone());
+        };
+        let mut pools = self.by_ca.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pools.get(pem) {
+            return p.clone();
+        }
+        use rustls::pki_types::pem::PemObject as _;
+        let made = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the destination's CACerts are not PEM certificates: {e}"))
+            .and_then(|certs| {
+                let mut roots = (*self.roots).clone();
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err("the destination's CACerts hold no usable certificate".to_owned());
+                }
+                Ok(pool(self.local.clone(), roots))
+            });
+        if pools.len() >= MAX_CA_POOLS {
+            pools.clear();
+        }
+        pools.insert(pem.to_owned(), made.clone());
+        made
+    }
+
+    /// The `Authorization` value for a destination expecting a token for
+    /// `audience`, presented as `identity`.
+    fn bearer(&self, identity: Option<&str>, audience: &str) -> Result<HeaderValue, String> {
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            format!("the destination expects an OIDC token (audience {audience}) and this sender has no signing key")
+        })?;
+        let identity = identity.ok_or_else(|| {
+            format!("the destination expects an OIDC token (audience {audience}) and the contract names no identity to present")
+        })?;
+        let token = signer.token(identity, audience)?;
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())
     }
 
     /// POST `event` to `uri` once, within `timeout` (connect, response head
@@ -140,8 +196,21 @@ impl EventClient {
         event: &Event,
         format: DeliveryFormat,
         timeout: Duration,
+        target: Target<'_>,
     ) -> (Attempt, Duration) {
         let started = Instant::now();
+        let failed = |reason: String| (Attempt::Failed { reason }, started.elapsed());
+        let pool = match self.pool_for(target.auth.and_then(|a| a.ca_certs.as_deref())) {
+            Ok(p) => p,
+            Err(reason) => return failed(reason),
+        };
+        let authorization = match target.auth.and_then(|a| a.audience.as_deref()) {
+            None => None,
+            Some(audience) => match self.bearer(target.identity, audience) {
+                Ok(v) => Some(v),
+                Err(reason) => return failed(reason),
+            },
+        };
         let mut headers = HeaderMap::with_capacity(8 + event.extensions.len());
         let body = match format {
             DeliveryFormat::Binary => encode_binary(event, &mut headers),
@@ -153,23 +222,19 @@ impl EventClient {
                 headers.insert(TRACEPARENT.clone(), v);
             }
         }
+        if let Some(v) = authorization {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
         let mut request = Request::post(uri.clone());
         if let Some(h) = request.headers_mut() {
             *h = headers;
         }
         let request = match request.body(Full::new(body)) {
             Ok(r) => r,
-            Err(e) => {
-                return (
-                    Attempt::Failed {
-                        reason: format!("cannot build request: {e}"),
-                    },
-                    started.elapsed(),
-                )
-            }
+            Err(e) => return failed(format!("cannot build request: {e}")),
         };
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
+            let response = pool.request(request).await.map_err(|e| {
                 let mut reason = e.to_string();
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
@@ -206,4 +271,34 @@ impl EventClient {
         };
         (attempt, started.elapsed())
     }
+}
+
+/// Who sends to a destination, and what it expects beyond its URL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target<'a> {
+    /// The destination's CA certificates and audience.
+    pub auth: Option<&'a TargetAuth>,
+    /// The sender's OIDC subject, for a destination with an audience.
+    pub identity: Option<&'a str>,
+}
+
+/// A keep-alive pool verifying HTTPS against `roots`.
+fn pool(local: Option<Arc<dyn LocalRoutes>>, roots: rustls::RootCertStore) -> HttpsClient {
+    let mut connector = HttpConnector::new_with_resolver(Resolver { local });
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    connector.enforce_http(false);
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
 }

@@ -24,7 +24,7 @@ use channel_core::backend::{Delivery, DeliveryStream, Outcome};
 use channel_core::contract::DeliveryOrder;
 use channel_core::event::{decode_http, DecodeError, Event, ExtensionValue};
 use channel_core::{ChannelContract, DeliveryPolicy, SubscriptionContract};
-pub use client::{Attempt, EventClient};
+pub use client::{Attempt, EventClient, Target};
 use http::Uri;
 use retry::{classify, parse_retry_after, retry_delay, Verdict};
 use std::collections::{HashMap, VecDeque};
@@ -56,6 +56,8 @@ pub struct DeliveryOptions {
     /// Extra roots HTTPS destinations are verified against, beside the
     /// system's (`--delivery-ca-certs`).
     pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Signs the OIDC tokens presented to destinations with an audience.
+    pub signer: Option<Arc<crate::auth::identity::Signer>>,
 }
 
 /// The latest contract entry of one subscription, shared by its worker
@@ -137,6 +139,7 @@ impl Deliverer {
                 opts.local_routes.clone(),
                 opts.max_reply_bytes,
                 client::root_store(&opts.ca_certs),
+                opts.signer.clone(),
             ),
             metrics,
             opts,
@@ -341,7 +344,8 @@ impl Job {
                 return Outcome::Dropped;
             };
             let dead = with_error_extensions(event, &failure);
-            match self.send(dead_letter, &dead, policy, false).await {
+            let to = target(&sub, |a| a.dead_letter.as_ref());
+            match self.send(dead_letter, to, &dead, policy, false).await {
                 Sent::Ok(_) => {
                     self.metrics.dead_lettered();
                     tracing::info!(subscription = %sub.key(), event_id = %event.id, destination = %failure.destination, status = failure.last.status(), "event dead-lettered");
@@ -378,7 +382,16 @@ impl Job {
         let policy = &sub.delivery;
         // A reply-only subscription forwards the event itself.
         let reply = match &sub.subscriber {
-            Some(subscriber) => match self.send(subscriber, event, policy, true).await {
+            Some(subscriber) => match self
+                .send(
+                    subscriber,
+                    target(sub, |a| a.subscriber.as_ref()),
+                    event,
+                    policy,
+                    true,
+                )
+                .await
+            {
                 Sent::Ok(response) => self.reply_of(sub, event, response),
                 Sent::Failed(f) => return Err(f),
             },
@@ -388,7 +401,16 @@ impl Job {
             return Ok(());
         };
         match &sub.reply {
-            Some(reply_url) => match self.send(reply_url, &reply_event, policy, false).await {
+            Some(reply_url) => match self
+                .send(
+                    reply_url,
+                    target(sub, |a| a.reply.as_ref()),
+                    &reply_event,
+                    policy,
+                    false,
+                )
+                .await
+            {
                 Sent::Ok(_) => {
                     self.metrics.reply();
                     Ok(())
@@ -407,6 +429,7 @@ impl Job {
     async fn send(
         &self,
         url: &Url,
+        to: Target<'_>,
         event: &Event,
         policy: &DeliveryPolicy,
         subscriber: bool,
@@ -427,7 +450,7 @@ impl Job {
             let (attempt, elapsed) = self
                 .deliverer
                 .client
-                .send(&uri, event, policy.format, policy.timeout)
+                .send(&uri, event, policy.format, policy.timeout, to)
                 .await;
             if subscriber {
                 let class = attempt.status().map_or(StatusClass::Error, StatusClass::of);
@@ -508,6 +531,19 @@ impl Job {
                 None
             }
         }
+    }
+}
+
+/// Where `pick` sends for `sub`: that destination's trust and audience, and
+/// the subscription's identity.
+fn target(
+    sub: &SubscriptionContract,
+    pick: fn(&channel_core::contract::DeliveryAuth) -> Option<&channel_core::contract::TargetAuth>,
+) -> Target<'_> {
+    let auth = sub.auth.as_deref();
+    Target {
+        auth: auth.and_then(pick),
+        identity: auth.and_then(|a| a.identity.as_deref()),
     }
 }
 

@@ -147,7 +147,13 @@ impl Job {
         let mut n = 0u32;
         loop {
             let (attempt, elapsed) = client
-                .send(&subscriber_uri, event, policy.format, policy.timeout)
+                .send(
+                    &subscriber_uri,
+                    event,
+                    policy.format,
+                    policy.timeout,
+                    super::target(sub, |a| a.subscriber.as_ref()),
+                )
                 .await;
             let class = attempt.status().map_or(
                 crate::metrics::StatusClass::Error,
@@ -185,7 +191,13 @@ impl Job {
                                 }
                             }
                             let (answer, _) = client
-                                .send(&uri, &reply, policy.format, policy.timeout)
+                                .send(
+                                    &uri,
+                                    &reply,
+                                    policy.format,
+                                    policy.timeout,
+                                    super::target(sub, |a| a.reply.as_ref()),
+                                )
                                 .await;
                             match classify(answer.status()) {
                                 Verdict::Success => {
