@@ -62,7 +62,7 @@ fn certificates(dir: &Path, name: &str) {
         "-subj",
         "/CN=127.0.0.1",
     ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("ext");
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:inmemory-dispatcher.knative-channels.svc.cluster.local\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("ext");
     run(&[
         "x509",
         "-req",
@@ -399,4 +399,66 @@ async fn a_destinations_own_ca_certs_are_trusted_for_it_alone() {
     );
     let _ = display.kill();
     let _ = display.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_transport_encryption_keeps_replies_on_https_inside_the_dispatcher() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certificates(dir.path(), "one");
+    let ca_pem = std::fs::read_to_string(dir.path().join("one-ca.pem")).expect("ca");
+    // A subscriber answering every `t` event with an audit event, and the
+    // audit service behind a second trigger.
+    let replier = Sink::start(|r, _| match &r.event {
+        Some(e) if e.ty == "t" => tests::Answer::reply(&channel_core::event::Event::new(
+            format!("audit-{}", e.id),
+            "/audit",
+            "audited",
+        )),
+        _ => tests::Answer::status(202),
+    })
+    .await;
+    let audit = Sink::accepting().await;
+    let manifests = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-features, namespace: knative-eventing}}\ndata: {{transport-encryption: strict}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: eventing-ca\n  namespace: knative-eventing\n  labels: {{networking.knative.dev/trust-bundle: \"true\"}}\ndata:\n  ca.crt: |\n{}---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default, namespace: shop}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: orders, namespace: shop}}\nspec:\n  broker: default\n  filter: {{attributes: {{type: t}}}}\n  subscriber: {{uri: '{}'}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: audited, namespace: shop}}\nspec:\n  broker: default\n  filter: {{attributes: {{type: audited}}}}\n  subscriber: {{uri: '{}'}}\n",
+        yaml_block(&ca_pem, 4),
+        replier.url(),
+        audit.url()
+    );
+    let tls = format!("127.0.0.1:{}", tests::free_port());
+    let cert = dir.path().join("one-cert.pem").display().to_string();
+    let key = dir.path().join("one-key.pem").display().to_string();
+    let d = Dispatcher::start(
+        &manifests,
+        &[
+            "--transport-encryption",
+            "strict",
+            "--tls-listen",
+            &tls,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    )
+    .await;
+    let ca = dir.path().join("one-ca.pem");
+    assert_eq!(
+        curl_post(
+            &format!("https://{tls}/brokers/shop/default"),
+            Some(&ca),
+            "e1"
+        ),
+        Ok(202),
+        "{}",
+        d.log()
+    );
+    // The reply went back into the broker over HTTPS (the dispatcher's TLS
+    // host, verified with the trust bundle) and on to the audit service.
+    let got = audit.wait_for(1, WAIT).await;
+    assert_eq!(
+        got.first().map(|r| r.id()).as_deref(),
+        Some("audit-e1"),
+        "{}",
+        d.log()
+    );
 }

@@ -278,16 +278,33 @@ fn resolve_policy(spec: Option<&DeliverySpec>) -> Result<DeliveryPolicy, String>
 struct Index<'a> {
     /// (namespace, name) → channels with that name (any kind).
     channels: BTreeMap<(String, String), Vec<(&'a ChannelResource, BackendKind)>>,
-    /// Brokers: (namespace, name) → whether they are served here.
-    brokers: BTreeMap<(String, String), bool>,
+    /// Brokers: (namespace, name) → the backend serving them (`None`: not
+    /// served).
+    brokers: BTreeMap<(String, String), Option<BackendKind>>,
     /// Flows: (kind, namespace, name) → the channel holding their address.
     flows: &'a BTreeMap<(FlowKind, String, String), Option<String>>,
-    /// Whether `authentication-oidc` is on: destinations then carry the
-    /// audience their senders present a token for.
-    oidc: bool,
+    /// The feature flags: with `authentication-oidc` on destinations carry
+    /// the audience their senders present a token for; with
+    /// `transport-encryption` on channels and brokers are reached over HTTPS.
+    features: &'a crate::features::Features,
 }
 
 impl Index<'_> {
+    /// The base URL a sender reaches `ingress` by: its host over HTTP, or
+    /// with `transport-encryption` on the TLS host of the dispatcher of
+    /// `backend` and the ingress path.
+    fn address(&self, ingress: &Ingress, backend: BackendKind) -> String {
+        if self.features.transport_encryption.is_on() {
+            format!(
+                "https://{}{}",
+                crate::contract::tls_host(backend),
+                ingress.path
+            )
+        } else {
+            format!("http://{}/", ingress.host)
+        }
+    }
+
     /// The channel a reference points to, honouring the kind rules.
     fn find(
         &self,
@@ -335,7 +352,7 @@ fn resolve_target(
             let ns = r.namespace.as_deref().unwrap_or(namespace);
             let api = r.api_version.as_deref().unwrap_or("");
             if ChannelKind::from_kind(&r.kind).is_some() {
-                let (channel, _) = index.find(ns, r).ok_or_else(|| {
+                let (channel, backend) = &index.find(ns, r).ok_or_else(|| {
                     (
                         "DestinationNotFound".to_owned(),
                         format!("{} {ns}/{} does not exist", r.kind, r.name),
@@ -348,7 +365,7 @@ fn resolve_target(
                     channel.metadata.namespace(),
                     &channel.metadata.name,
                 ));
-                Some(format!("http://{}/", ingress.host))
+                Some(index.address(&ingress, *backend))
             } else if r.kind == "Service"
                 // Knative Services of every version (the seeds' v1alpha1 too).
                 && (api.is_empty() || api == "v1" || api.starts_with("serving.knative.dev/"))
@@ -358,14 +375,11 @@ fn resolve_target(
                 && (api.is_empty() || api.starts_with(broker::EVENTING_GROUP))
             {
                 match index.brokers.get(&(ns.to_owned(), r.name.clone())) {
-                    Some(true) => Some({
+                    Some(Some(backend)) => Some({
                         audience = Some(crate::features::audience("Broker", ns, &r.name));
-                        format!(
-                            "http://{}/",
-                            crate::contract::broker_ingress(ns, &r.name).host
-                        )
+                        index.address(&crate::contract::broker_ingress(ns, &r.name), *backend)
                     }),
-                    Some(false) => {
+                    Some(None) => {
                         return Err((
                             "DestinationNotReady".to_owned(),
                             format!("Broker {ns}/{} is not served (see its own status)", r.name),
@@ -397,9 +411,15 @@ fn resolve_target(
     };
     let invalid =
         |e: url::ParseError, what: &str| ("InvalidDestination".to_owned(), format!("{what}: {e}"));
+    // An HTTPS address of this system is verified with the trust bundle.
+    let internal_https = audience.is_some() && index.features.transport_encryption.is_on();
     let auth = TargetAuth {
-        ca_certs: dest.ca_certs.clone(),
-        audience: if index.oidc {
+        ca_certs: dest.ca_certs.clone().or_else(|| {
+            internal_https
+                .then(|| index.features.trust_bundle.clone())
+                .flatten()
+        }),
+        audience: if index.features.oidc.is_some() {
             dest.audience.clone().or(audience)
         } else {
             None
@@ -440,15 +460,16 @@ fn flow_address(
         }
         Some(channel) => channel.as_ref(),
     };
-    let served = channel.filter(|c| {
+    let served = channel.and_then(|c| {
         index
             .channels
-            .get(&(ns.to_owned(), (*c).clone()))
-            .is_some_and(|all| all.iter().any(|(r, _)| r.kind == ChannelKind::Channel))
+            .get(&(ns.to_owned(), c.clone()))
+            .and_then(|all| all.iter().find(|(r, _)| r.kind == ChannelKind::Channel))
+            .map(|(_, backend)| (c, *backend))
     });
     match served {
-        Some(c) => Ok((
-            format!("http://{}/", Ingress::for_channel(ns, c).host),
+        Some((c, backend)) => Ok((
+            index.address(&Ingress::for_channel(ns, c), backend),
             crate::features::audience(ChannelKind::Channel.as_str(), ns, c),
         )),
         None => Err((
@@ -526,13 +547,16 @@ pub fn compile(m: &Manifests) -> Compiled {
         ))
     });
 
+    // The feature flags, which resolution follows.
+    let mut features = crate::features::from_manifests(m, &mut problems);
+
     // 1. Channels and their classes.
     let mut index = Index {
         channels: BTreeMap::new(),
         // A broker is served when its channel is; filled in below.
-        brokers: expansion.known.keys().map(|k| (k.clone(), false)).collect(),
+        brokers: expansion.known.keys().map(|k| (k.clone(), None)).collect(),
         flows: &flow_expansion.addresses,
-        oidc: crate::features::oidc_enabled(m),
+        features: &features,
     };
     let mut compiled: Vec<ChannelContract> = Vec::new();
     let mut positions: BTreeMap<(String, String, ChannelKind), usize> = BTreeMap::new();
@@ -579,7 +603,9 @@ pub fn compile(m: &Manifests) -> Compiled {
             }
         };
         if let Some(b) = &broker {
-            index.brokers.insert((ns.clone(), b.name.clone()), true);
+            index
+                .brokers
+                .insert((ns.clone(), b.name.clone()), Some(class.spec.backend));
         }
         let mut parameters = class.spec.parameters.clone();
         parameters.extend(ch.parameters.clone());
@@ -810,7 +836,6 @@ pub fn compile(m: &Manifests) -> Compiled {
     let (sources, source_sinks) = sources::compile_sources(m, &index, &mut problems);
 
     // 3. One contract per backend, each carrying the feature flags.
-    let mut features = crate::features::from_manifests(m, &mut problems);
     if let Some(oidc) = &mut features.oidc {
         oidc.policies = crate::policy::applied_policies(m, &compiled);
     }

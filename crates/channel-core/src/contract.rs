@@ -173,6 +173,18 @@ pub fn channel_host(namespace: &str, name: &str) -> String {
     format!("{name}-kn-channel.{namespace}.svc.cluster.local")
 }
 
+/// The host of a backend's dispatcher over HTTPS (its Service in
+/// Kubernetes): with `transport-encryption` on, channels and brokers are
+/// addressed by path on this one host, as Knative's own dispatchers are
+/// (`https://inmemory-dispatcher.knative-channels.svc.cluster.local/<ns>/<name>`),
+/// so a dispatcher's certificate names one host, not one per channel.
+pub fn tls_host(backend: BackendKind) -> String {
+    format!(
+        "{}-dispatcher.knative-channels.svc.cluster.local",
+        backend.as_str()
+    )
+}
+
 /// The host Knative's multi-tenant broker ingress is reached by; a request
 /// carrying it is routed by path `/<namespace>/<broker>` to a broker.
 pub const KNATIVE_BROKER_INGRESS_HOST: &str = "broker-ingress.knative-eventing.svc.cluster.local";
@@ -208,6 +220,11 @@ impl BrokerContract {
     /// The broker's address URL.
     pub fn address(&self) -> String {
         format!("http://{}", self.ingress.host)
+    }
+
+    /// The broker's HTTPS address, served by the dispatcher of `backend`.
+    pub fn https_address(&self, backend: BackendKind) -> String {
+        format!("https://{}{}", tls_host(backend), self.ingress.path)
     }
 }
 
@@ -268,6 +285,11 @@ impl ChannelContract {
     /// The channel's address URL.
     pub fn address(&self) -> String {
         format!("http://{}", self.ingress.host)
+    }
+
+    /// The channel's HTTPS address (through its dispatcher's TLS host).
+    pub fn https_address(&self) -> String {
+        format!("https://{}{}", tls_host(self.backend), self.ingress.path)
     }
 }
 

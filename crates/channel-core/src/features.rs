@@ -32,10 +32,46 @@ pub const EVENTTYPE_MAX_PER_REFERENCE: &str = "eventtype-auto-create-max-per-ref
 /// Default of [`EVENTTYPE_MAX_PER_REFERENCE`].
 pub const DEFAULT_MAX_PER_REFERENCE: u32 = 100;
 
+/// The flag choosing HTTPS for addresses (`disabled`, `permissive`, `strict`).
+pub const TRANSPORT_ENCRYPTION: &str = "transport-encryption";
+/// The label of Knative's trust-bundle ConfigMaps (namespace
+/// `knative-eventing`): PEM CA bundles every sender trusts.
+pub const TRUST_BUNDLE_LABEL: &str = "networking.knative.dev/trust-bundle";
+
+/// Knative's `transport-encryption` modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportEncryption {
+    /// Plain HTTP addresses.
+    #[default]
+    Disabled,
+    /// Both addresses announced (`status.addresses`), `status.address`
+    /// stays HTTP; senders inside the system use HTTPS.
+    Permissive,
+    /// HTTPS addresses only.
+    Strict,
+}
+
+impl TransportEncryption {
+    /// Whether senders inside the system use HTTPS addresses.
+    pub fn is_on(self) -> bool {
+        self != TransportEncryption::Disabled
+    }
+}
+
 /// The flags a dispatcher follows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Features {
+    /// `transport-encryption`: channels and brokers are addressed over
+    /// HTTPS through their dispatcher's TLS host
+    /// ([`crate::contract::tls_host`]) when it is on.
+    #[serde(default, skip_serializing_if = "is_disabled")]
+    pub transport_encryption: TransportEncryption,
+    /// The PEM bundles of the trust-bundle ConfigMaps: the `CACerts` of
+    /// HTTPS addresses, trusted by senders reaching them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_bundle: Option<String>,
     /// Set when `eventtype-auto-create` is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eventtype_auto_create: Option<EventTypeAutoCreate>,
@@ -101,9 +137,61 @@ pub struct EventTypeAutoCreate {
     pub max_per_reference: u32,
 }
 
+fn is_disabled(t: &TransportEncryption) -> bool {
+    *t == TransportEncryption::Disabled
+}
+
 /// The flags the manifests set, with a problem for a value that cannot be
-/// understood (the flag then stays off: the safe reading).
+/// understood (the flag then stays off: the safe reading; except
+/// `authentication-oidc`, which fails closed, and `transport-encryption`,
+/// which is then `strict`).
 pub fn from_manifests(manifests: &Manifests, problems: &mut Vec<Problem>) -> Features {
+    let mut features = from_config_features(manifests, problems);
+    let (namespace, name) = CONFIG_FEATURES;
+    let flags = manifests
+        .config_maps
+        .iter()
+        .find(|m| m.metadata.name == name && m.metadata.namespace.as_deref() == Some(namespace));
+    features.transport_encryption = match flags
+        .and_then(|m| m.data.get(TRANSPORT_ENCRYPTION))
+        .map(|v| v.trim())
+    {
+        None | Some("disabled") => TransportEncryption::Disabled,
+        Some("permissive") => TransportEncryption::Permissive,
+        Some("strict") => TransportEncryption::Strict,
+        Some(other) => {
+            problems.push(Problem {
+                kind: "ConfigMap".into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                reason: "InvalidFeatureFlag".into(),
+                message: format!(
+                    "data.{TRANSPORT_ENCRYPTION}: {other:?} is not disabled, permissive or strict; using strict"
+                ),
+            });
+            TransportEncryption::Strict
+        }
+    };
+    let bundles: Vec<&str> = manifests
+        .config_maps
+        .iter()
+        .filter(|m| {
+            m.metadata.namespace.as_deref() == Some(namespace)
+                && m.metadata
+                    .labels
+                    .get(TRUST_BUNDLE_LABEL)
+                    .map(String::as_str)
+                    == Some("true")
+        })
+        .flat_map(|m| m.data.values())
+        .map(|pem| pem.trim())
+        .filter(|pem| !pem.is_empty())
+        .collect();
+    features.trust_bundle = (!bundles.is_empty()).then(|| bundles.join("\n") + "\n");
+    features
+}
+
+fn from_config_features(manifests: &Manifests, problems: &mut Vec<Problem>) -> Features {
     let (namespace, name) = CONFIG_FEATURES;
     let Some(map) = manifests
         .config_maps
@@ -179,6 +267,7 @@ pub fn from_manifests(manifests: &Manifests, problems: &mut Vec<Problem>) -> Fea
             max_per_reference: max,
         }),
         oidc,
+        ..Features::default()
     }
 }
 

@@ -207,8 +207,20 @@ pub fn route_sinks(
             }
         }
     }
+    // With transport-encryption on, addresses name the dispatcher's TLS
+    // host and carry the ingress path.
+    let tls_hosts: BTreeMap<String, &Url> = urls
+        .iter()
+        .map(|(backend, base)| (crate::contract::tls_host(*backend), base))
+        .collect();
     let route = |url: &mut Url| {
-        let Some((base, path)) = url.host_str().and_then(|h| routes.get(h)) else {
+        let found = url.host_str().and_then(|h| match tls_hosts.get(h) {
+            Some(base) => Some((*base, url.path().to_owned())),
+            None => routes
+                .get(h)
+                .map(|(base, path)| (*base, (*path).to_owned())),
+        });
+        let Some((base, path)) = found else {
             return;
         };
         let mut routed = (*base).clone();

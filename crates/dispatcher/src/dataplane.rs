@@ -89,10 +89,18 @@ fn strip_port(host: &str) -> &str {
 pub struct LocalChannelRoutes {
     routes: Arc<ArcSwap<RouteTable>>,
     ingress: SocketAddr,
+    /// This dispatcher's TLS host ([`channel_core::contract::tls_host`])
+    /// and its HTTPS listener, when it serves HTTPS.
+    tls: Option<(String, SocketAddr)>,
 }
 
 impl LocalRoutes for LocalChannelRoutes {
     fn resolve(&self, host: &str) -> Option<SocketAddr> {
+        if let Some((tls_host, addr)) = &self.tls {
+            if host == tls_host {
+                return Some(*addr);
+            }
+        }
         let table = self.routes.load();
         let local = table.by_host.contains_key(host)
             || (host == KNATIVE_BROKER_INGRESS_HOST && !table.by_broker_path.is_empty());
@@ -262,23 +270,33 @@ impl Dataplane {
     }
 
     /// The local-route resolver for the delivery client.
+    /// Channel and broker hosts served here resolve to `ingress`; with
+    /// `tls` (this dispatcher's TLS host and HTTPS listener), that host
+    /// resolves to the listener.
     pub fn local_routes(
         routes: Arc<ArcSwap<RouteTable>>,
         ingress: SocketAddr,
+        tls: Option<(String, SocketAddr)>,
     ) -> Arc<dyn LocalRoutes> {
-        let ingress = if ingress.ip().is_unspecified() {
-            SocketAddr::new(
-                if ingress.is_ipv4() {
-                    std::net::Ipv4Addr::LOCALHOST.into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                },
-                ingress.port(),
-            )
-        } else {
-            ingress
+        let loopback = |addr: SocketAddr| {
+            if addr.ip().is_unspecified() {
+                SocketAddr::new(
+                    if addr.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    },
+                    addr.port(),
+                )
+            } else {
+                addr
+            }
         };
-        Arc::new(LocalChannelRoutes { routes, ingress })
+        Arc::new(LocalChannelRoutes {
+            routes,
+            ingress: loopback(ingress),
+            tls: tls.map(|(host, addr)| (host, loopback(addr))),
+        })
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

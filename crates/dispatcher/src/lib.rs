@@ -183,7 +183,17 @@ pub async fn run_until(
         DeliveryOptions {
             drain_timeout: args.drain_timeout,
             max_reply_bytes: args.max_reply_bytes,
-            local_routes: Some(Dataplane::local_routes(routes.clone(), ingress_addr)),
+            local_routes: Some(Dataplane::local_routes(
+                routes.clone(),
+                ingress_addr,
+                match &tls {
+                    Some((_, listener)) => Some((
+                        channel_core::contract::tls_host(backend.kind()),
+                        listener.local_addr()?,
+                    )),
+                    None => None,
+                },
+            )),
             ca_certs: tls::read_ca_certs(args.tls.delivery_ca_certs.as_deref())?,
             signer: Some(signer.clone()),
         },

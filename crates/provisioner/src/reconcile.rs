@@ -20,6 +20,7 @@
 
 use channel_core::broker::trigger_channel_name;
 use channel_core::compile::{compile, FlowPlan, Problem};
+use channel_core::features::TransportEncryption;
 use channel_core::manifests::Manifests;
 use channel_core::resources::ChannelKind;
 use channel_core::{BackendKind, ChannelContract};
@@ -70,6 +71,62 @@ impl Addressing {
     }
 }
 
+impl Addressing {
+    /// A channel's HTTPS address when `transport-encryption` is on: its
+    /// dispatcher's TLS host and ingress path in Kubernetes; in standalone
+    /// mode the dispatcher URL when it is `https` (else none).
+    pub fn https_address(
+        &self,
+        channel: &ChannelContract,
+        tls: TransportEncryption,
+    ) -> Option<String> {
+        if !tls.is_on() {
+            return None;
+        }
+        match self.dispatcher_urls.get(&channel.backend) {
+            Some(base) => (base.scheme() == "https").then(|| self.address(channel)),
+            None => Some(channel.https_address()),
+        }
+    }
+
+    /// A broker's HTTPS address, as [`Addressing::https_address`].
+    pub fn broker_https_address(
+        &self,
+        channel: &ChannelContract,
+        tls: TransportEncryption,
+    ) -> Option<String> {
+        let broker = channel.broker.as_ref()?;
+        if !tls.is_on() {
+            return None;
+        }
+        match self.dispatcher_urls.get(&channel.backend) {
+            Some(base) => (base.scheme() == "https")
+                .then(|| self.broker_address(channel))
+                .flatten(),
+            None => Some(broker.https_address(channel.backend)),
+        }
+    }
+
+    /// The planned channel serving `contract`.
+    fn planned(
+        &self,
+        contract: ChannelContract,
+        tls: TransportEncryption,
+        dead_letter_sink: Option<Url>,
+        rejected: Option<Problem>,
+    ) -> PlannedChannel {
+        PlannedChannel {
+            address: self.address(&contract),
+            broker_address: self.broker_address(&contract),
+            https_address: self.https_address(&contract, tls),
+            broker_https_address: self.broker_https_address(&contract, tls),
+            contract,
+            dead_letter_sink,
+            rejected,
+        }
+    }
+}
+
 /// One channel the control plane wants served.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedChannel {
@@ -79,6 +136,10 @@ pub struct PlannedChannel {
     pub address: String,
     /// The address of the broker the channel backs.
     pub broker_address: Option<String>,
+    /// With `transport-encryption` on, the channel's HTTPS address.
+    pub https_address: Option<String>,
+    /// With `transport-encryption` on, the broker's HTTPS address.
+    pub broker_https_address: Option<String>,
     /// The channel's own dead-letter sink, resolved.
     pub dead_letter_sink: Option<Url>,
     /// Why the latest spec was not applied (the channel is served with the
@@ -122,6 +183,7 @@ pub fn plan(
     addressing: &Addressing,
 ) -> Plan {
     let compiled = compile(manifests);
+    let tls = compiled.features.transport_encryption;
     let mut problems = compiled.problems;
     let mut channels = Vec::new();
     for contract in compiled.contracts.into_values().flat_map(|c| c.channels) {
@@ -147,25 +209,13 @@ pub fn plan(
                 };
                 let mut kept = before.clone();
                 kept.subscriptions = contract.subscriptions;
-                PlannedChannel {
-                    address: addressing.address(&kept),
-                    broker_address: addressing.broker_address(&kept),
-                    contract: kept,
-                    dead_letter_sink,
-                    rejected: Some(problem),
-                }
+                addressing.planned(kept, tls, dead_letter_sink, Some(problem))
             }
-            _ => PlannedChannel {
-                address: addressing.address(&contract),
-                broker_address: addressing.broker_address(&contract),
-                contract,
-                dead_letter_sink,
-                rejected: None,
-            },
+            _ => addressing.planned(contract, tls, dead_letter_sink, None),
         };
         channels.push(planned);
     }
-    keep_what_stopped_compiling(&mut channels, &mut problems, previous, addressing);
+    keep_what_stopped_compiling(&mut channels, &mut problems, previous, addressing, tls);
     channels.sort_by_key(|c| channel_key(&c.contract));
     // Subscriptions reach other channels through their addresses: rewrite
     // destinations that name a channel's cluster host to its planned
@@ -174,6 +224,11 @@ pub fn plan(
         .iter()
         .map(|c| (c.contract.ingress.host.clone(), c.address.clone()))
         .collect();
+    // With transport-encryption on, addresses name the dispatchers' TLS
+    // hosts (standalone: their URLs).
+    for (backend, base) in &addressing.dispatcher_urls {
+        hosts.insert(channel_core::contract::tls_host(*backend), base.to_string());
+    }
     // Brokers too: a trigger's reply is its broker.
     for c in &channels {
         if let (Some(b), Some(address)) = (&c.contract.broker, &c.broker_address) {
@@ -228,6 +283,7 @@ fn keep_what_stopped_compiling(
     problems: &mut Vec<Problem>,
     previous: &BTreeMap<ChannelKey, ChannelContract>,
     addressing: &Addressing,
+    tls: TransportEncryption,
 ) {
     let mut kept_problems = Vec::new();
     problems.retain(|p| {
@@ -254,13 +310,7 @@ fn keep_what_stopped_compiling(
         if channels.iter().any(|c| channel_key(&c.contract) == key) {
             return true;
         }
-        channels.push(PlannedChannel {
-            address: addressing.address(before),
-            broker_address: addressing.broker_address(before),
-            contract: before.clone(),
-            dead_letter_sink: None,
-            rejected: Some(p.clone()),
-        });
+        channels.push(addressing.planned(before.clone(), tls, None, Some(p.clone())));
         kept_problems.push(before.clone());
         false
     });

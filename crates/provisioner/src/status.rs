@@ -101,13 +101,66 @@ pub(crate) fn summarize(conditions: &mut Vec<Condition>) {
     conditions.insert(0, ready);
 }
 
-/// `status.address`.
+/// `status.address` (and each of `status.addresses`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Addressable {
+    /// `http` or `https`, when both are announced (`transport-encryption`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub url: String,
+    /// The CA certificates (PEM) an HTTPS address is verified with: the
+    /// trust bundle.
+    #[serde(default, rename = "CACerts", skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
     /// The OIDC audience of the resource (OIDC on only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+}
+
+impl Addressable {
+    /// A plain address.
+    pub fn plain(url: String) -> Addressable {
+        Addressable {
+            name: None,
+            url,
+            ca_certs: None,
+            audience: None,
+        }
+    }
+}
+
+/// `status.address` and `status.addresses` of a channel or broker reached
+/// at `http` and, with `transport-encryption` on, at `https`, as Knative
+/// announces them: `disabled`, the HTTP address alone; `permissive`, both
+/// (HTTPS first) with `status.address` the HTTP one; `strict`, HTTPS only.
+pub fn addressables(
+    features: &channel_core::features::Features,
+    http: &str,
+    https: Option<&str>,
+    audience: Option<String>,
+) -> (Addressable, Vec<Addressable>) {
+    use channel_core::features::TransportEncryption as T;
+    let named = |name: &str, url: &str, ca_certs: Option<String>| Addressable {
+        name: Some(name.to_owned()),
+        url: url.to_owned(),
+        ca_certs,
+        audience: audience.clone(),
+    };
+    let secure = |url: &str| named("https", url, features.trust_bundle.clone());
+    match (features.transport_encryption, https) {
+        (T::Disabled, _) | (_, None) => (
+            Addressable {
+                audience: audience.clone(),
+                ..Addressable::plain(http.to_owned())
+            },
+            Vec::new(),
+        ),
+        (T::Permissive, Some(s)) if s != http => (
+            named("http", http, None),
+            vec![secure(s), named("http", http, None)],
+        ),
+        (_, Some(s)) => (secure(s), vec![secure(s)]),
+    }
 }
 
 /// One entry of a channel's `status.subscribers`.
@@ -130,6 +183,9 @@ pub struct ChannelStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Addressable>,
+    /// Every address, with `transport-encryption` on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Addressable>,
     #[serde(default)]
     pub subscribers: Vec<SubscriberStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,16 +287,10 @@ pub fn compute(plan: &Plan, obs: &Observations) -> Vec<ResourceStatus> {
     for channel in &plan.channels {
         let (dispatcher, serving) = dispatcher_condition(channel, obs, &reports);
         served.push(serving);
-        let (resource, ready) = channel_status(
-            channel,
-            obs,
-            dispatcher,
-            serving,
-            plan.features.oidc.as_ref(),
-        );
+        let (resource, ready) = channel_status(channel, obs, dispatcher, serving, &plan.features);
         let conditions: Vec<Condition> =
             serde_json::from_value(resource.status["conditions"].clone()).unwrap_or_default();
-        if let Some(b) = broker::broker_status(channel, &conditions, plan.features.oidc.as_ref()) {
+        if let Some(b) = broker::broker_status(channel, &conditions, &plan.features) {
             out.push(b);
         }
         let c = &channel.contract;
@@ -419,8 +469,9 @@ fn channel_status(
     obs: &Observations,
     dispatcher: Condition,
     served: Option<&dispatcher::dataplane::ChannelStatus>,
-    oidc: Option<&channel_core::features::Oidc>,
+    features: &channel_core::features::Features,
 ) -> (ResourceStatus, (ConditionStatus, String)) {
+    let oidc = features.oidc.as_ref();
     let c = &channel.contract;
     let key = channel_key(c);
     let (policies_ready, policies) =
@@ -482,13 +533,17 @@ fn channel_status(
             }
         })
         .collect();
+    let (address, addresses) = addressables(
+        features,
+        &channel.address,
+        channel.https_address.as_deref(),
+        oidc.map(|_| channel_core::features::audience(&c.kind, &c.namespace, &c.name)),
+    );
+    let url = address.url.clone();
     let status = ChannelStatus {
         observed_generation: None,
-        address: Some(Addressable {
-            url: channel.address.clone(),
-            audience: oidc
-                .map(|_| channel_core::features::audience(&c.kind, &c.namespace, &c.name)),
-        }),
+        address: Some(address),
+        addresses,
         subscribers,
         dead_letter_sink_uri: channel.dead_letter_sink.as_ref().map(|u| u.to_string()),
         policies,
@@ -511,7 +566,7 @@ fn channel_status(
         ready: ready.status,
         reason: ready.reason.clone(),
         message: ready.message.clone(),
-        url: Some(channel.address.clone()),
+        url: Some(url),
         status: serde_json::to_value(&status).unwrap_or_default(),
     };
     (resource, summary)

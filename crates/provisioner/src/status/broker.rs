@@ -25,6 +25,9 @@ pub struct BrokerStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Addressable>,
+    /// Every address, with `transport-encryption` on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Addressable>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_sink_uri: Option<String>,
     /// The EventPolicies applied to the broker.
@@ -73,8 +76,9 @@ fn summary_row(
 pub(super) fn broker_status(
     channel: &PlannedChannel,
     channel_conditions: &[Condition],
-    oidc: Option<&channel_core::features::Oidc>,
+    features: &channel_core::features::Features,
 ) -> Option<ResourceStatus> {
+    let oidc = features.oidc.as_ref();
     let broker = channel.contract.broker.as_ref()?;
     let ns = &channel.contract.namespace;
     let (policies_ready, policies) =
@@ -125,13 +129,23 @@ pub(super) fn broker_status(
         policies_ready,
     ];
     summarize(&mut conditions);
-    let address = channel.broker_address.clone();
+    let (address, addresses) = match &channel.broker_address {
+        Some(http) => {
+            let (a, all) = super::addressables(
+                features,
+                http,
+                channel.broker_https_address.as_deref(),
+                oidc.map(|_| channel_core::features::audience("Broker", ns, &broker.name)),
+            );
+            (Some(a), all)
+        }
+        None => (None, Vec::new()),
+    };
+    let url = address.as_ref().map(|a| a.url.clone());
     let status = BrokerStatus {
         observed_generation: None,
-        address: address.clone().map(|url| Addressable {
-            url,
-            audience: oidc.map(|_| channel_core::features::audience("Broker", ns, &broker.name)),
-        }),
+        address,
+        addresses,
         dead_letter_sink_uri: channel.dead_letter_sink.as_ref().map(|u| u.to_string()),
         policies,
         conditions,
@@ -142,7 +156,7 @@ pub(super) fn broker_status(
         &broker.name,
         channel,
         &status.conditions,
-        address,
+        url,
         serde_json::to_value(&status).unwrap_or_default(),
     ))
 }

@@ -185,10 +185,7 @@ fn addressable(rows: &Rows<'_>, channel: &str) -> (Condition, Option<Addressable
     match rows.find("Channel", channel).and_then(|r| r.url.clone()) {
         Some(url) => (
             Condition::ready("Addressable", "Addressable"),
-            Some(Addressable {
-                url,
-                audience: None,
-            }),
+            Some(Addressable::plain(url)),
         ),
         None => (
             Condition::new(

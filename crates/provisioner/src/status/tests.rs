@@ -294,3 +294,65 @@ fn transition_times_move_only_when_a_condition_changes() {
         Some("2026-01-01T00:00:00Z")
     );
 }
+
+#[test]
+fn transport_encryption_announces_https_addresses_with_the_trust_bundle() {
+    let with = |mode: &str| {
+        let yaml = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-features, namespace: knative-eventing}}\ndata: {{transport-encryption: {mode}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: eventing-ca\n  namespace: knative-eventing\n  labels: {{networking.knative.dev/trust-bundle: \"true\"}}\ndata:\n  ca.crt: |\n    -----BEGIN CERTIFICATE-----\n    MIIB\n    -----END CERTIFICATE-----\n---\napiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {{name: orders, namespace: shop}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default, namespace: shop}}\n---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: copy, namespace: shop}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: orders}}\n  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}\n"
+        );
+        let manifests = load_str("test.yaml", &yaml).expect("valid manifests");
+        // Kubernetes addressing: no dispatcher URLs.
+        let plan = plan(&manifests, &BTreeMap::new(), &Addressing::default());
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        let all = compute(&plan, &Observations::default());
+        let channel: ChannelStatus =
+            serde_json::from_value(find(&all, "InMemoryChannel", "orders").status.clone())
+                .expect("status");
+        let broker: broker::BrokerStatus =
+            serde_json::from_value(find(&all, "Broker", "default").status.clone()).expect("status");
+        let copy = plan
+            .channels
+            .iter()
+            .flat_map(|c| &c.contract.subscriptions)
+            .find(|s| s.name == "copy")
+            .cloned()
+            .expect("copy");
+        (channel, broker, copy)
+    };
+    let https = "https://inmemory-dispatcher.knative-channels.svc.cluster.local/shop/orders";
+    let broker_https =
+        "https://inmemory-dispatcher.knative-channels.svc.cluster.local/brokers/shop/default";
+
+    let (channel, broker, copy) = with("strict");
+    let address = channel.address.expect("address");
+    assert_eq!(address.url, https);
+    assert!(address.ca_certs.as_deref().unwrap().contains("MIIB"));
+    assert_eq!(channel.addresses, vec![address]);
+    assert_eq!(broker.address.expect("address").url, broker_https);
+    // Senders inside the system use the HTTPS address and trust the bundle.
+    assert_eq!(
+        copy.subscriber.as_ref().map(|u| u.as_str()),
+        Some(broker_https)
+    );
+    let auth = copy.auth.expect("auth");
+    assert!(auth.subscriber.unwrap().ca_certs.unwrap().contains("MIIB"));
+
+    let (channel, _, _) = with("permissive");
+    let address = channel.address.expect("address");
+    assert_eq!(
+        address.url,
+        "http://orders-kn-channel.shop.svc.cluster.local"
+    );
+    let urls: Vec<&str> = channel.addresses.iter().map(|a| a.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [https, "http://orders-kn-channel.shop.svc.cluster.local"]
+    );
+    assert!(channel.addresses[0].ca_certs.is_some() && channel.addresses[1].ca_certs.is_none());
+
+    let (channel, _, copy) = with("disabled");
+    assert!(channel.addresses.is_empty());
+    assert!(channel.address.unwrap().url.starts_with("http://"));
+    assert!(copy.auth.is_none());
+}
