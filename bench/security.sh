@@ -3,10 +3,13 @@
 #
 #   (a) sender -> channel (HTTP)              -> nginx   (the baseline)
 #   (b) sender -> channel (HTTPS, same dispatcher, permissive) -> nginx
-#   (c) sender -> channel (HTTP + OIDC: a JWT verified per request, RS256,
-#       and the default authorization mode) -> nginx
+#   (c) sender -> channel (HTTP + OIDC: an RS256 JWT, the same token on
+#       every request as a producer sends it, checked once and then
+#       remembered; the default authorization mode) -> nginx
 #
 # Usage: bench/security.sh [--duration 10s] [--out bench-results]
+# BENCH_PROFILE=release uses the release build (default: production, the
+# fully optimised one; ratios are taken within one run either way).
 # Needs nginx, openssl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +29,9 @@ for tool in nginx openssl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 1; }
 done
 
-cargo build --profile production --quiet -p loadgen -p channel-inmemory
-BIN=${CARGO_TARGET_DIR:-target}/production
+PROFILE=${BENCH_PROFILE:-production}
+cargo build --profile "$PROFILE" --quiet -p loadgen -p channel-inmemory
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 mkdir -p "$OUT"
 
 # shellcheck source=bench/common.sh

@@ -344,7 +344,11 @@ fn config_map_document(map: &ConfigMap) -> String {
     json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": map.metadata.name, "namespace": map.metadata.namespace},
+        "metadata": {
+            "name": map.metadata.name,
+            "namespace": map.metadata.namespace,
+            "labels": map.metadata.labels.clone().unwrap_or_default(),
+        },
         "data": map.data.clone().unwrap_or_default(),
     })
     .to_string()
@@ -595,6 +599,10 @@ impl Controller {
             .clone()
             .or_else(|| r.group.as_ref().map(|g| format!("{g}/v1")))
             .unwrap_or_else(|| "v1".into());
+        // An Addressable's `status.address` may carry the CA certificates
+        // its HTTPS URL is verified with and its OIDC audience: the
+        // destination takes them unless it sets its own.
+        let mut announced: (Option<String>, Option<String>) = (None, None);
         let base = if r.kind == "Service" && api_version == "v1" {
             format!("http://{}.{ns}.svc.cluster.local/", r.name)
         } else {
@@ -613,15 +621,15 @@ impl Controller {
                 .await
                 .map_err(|e| format!("reading {} {ns}/{}: {e}", r.kind, r.name))?
                 .ok_or_else(|| format!("{} {ns}/{} does not exist", r.kind, r.name))?;
-            object.data["status"]["address"]["url"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    format!(
-                        "{} {ns}/{} is not addressable yet (no status.address.url)",
-                        r.kind, r.name
-                    )
-                })?
+            let address = &object.data["status"]["address"];
+            let text = |v: &Value| v.as_str().map(str::to_owned);
+            announced = (text(&address["CACerts"]), text(&address["audience"]));
+            address["url"].as_str().map(str::to_owned).ok_or_else(|| {
+                format!(
+                    "{} {ns}/{} is not addressable yet (no status.address.url)",
+                    r.kind, r.name
+                )
+            })?
         };
         let mut url = Url::parse(&base).map_err(|e| format!("address {base:?}: {e}"))?;
         if let Some(relative) = dest.uri.as_deref() {
@@ -631,6 +639,13 @@ impl Controller {
         }
         dest.reference = None;
         dest.uri = Some(url.to_string());
+        let (ca_certs, audience) = announced;
+        if dest.ca_certs.is_none() {
+            dest.ca_certs = ca_certs;
+        }
+        if dest.audience.is_none() {
+            dest.audience = audience;
+        }
         Ok(())
     }
 

@@ -248,15 +248,40 @@ impl Caches {
     }
 }
 
-/// One watch per ConfigMap named by a broker's `spec.config`.
+/// One watch per ConfigMap named by a broker's `spec.config` (and the
+/// feature flags), and one of Knative's trust bundles (ConfigMaps of
+/// `knative-eventing` labelled `networking.knative.dev/trust-bundle`).
 struct ConfigWatches {
     client: kube::Client,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
     watches: BTreeMap<(String, String), (Store<ConfigMap>, CancellationToken)>,
+    trust_bundles: Store<ConfigMap>,
 }
 
 impl ConfigWatches {
+    fn new(client: kube::Client, wake: Arc<Notify>, shutdown: CancellationToken) -> Self {
+        let writer = Writer::default();
+        let trust_bundles = writer.as_reader();
+        reflect(
+            Api::<ConfigMap>::namespaced(client.clone(), channel_core::features::CONFIG_FEATURES.0),
+            writer,
+            watcher::Config::default().labels(&format!(
+                "{}=true",
+                channel_core::features::TRUST_BUNDLE_LABEL
+            )),
+            wake.clone(),
+            shutdown.clone(),
+        );
+        ConfigWatches {
+            client,
+            wake,
+            shutdown,
+            watches: BTreeMap::new(),
+            trust_bundles,
+        }
+    }
+
     /// Watch exactly the ConfigMaps `wanted`: start the new ones, stop
     /// those no broker names any more.
     fn sync(&mut self, wanted: &BTreeSet<(String, String)>) {
@@ -304,6 +329,7 @@ impl ConfigWatches {
         self.watches
             .values()
             .flat_map(|(store, _)| store.state())
+            .chain(self.trust_bundles.state())
             .map(|m| (*m).clone())
             .collect()
     }
@@ -449,12 +475,7 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
         wake.clone(),
         shutdown.clone(),
     );
-    let mut configs = ConfigWatches {
-        client: client.clone(),
-        wake: wake.clone(),
-        shutdown: shutdown.clone(),
-        watches: BTreeMap::new(),
-    };
+    let mut configs = ConfigWatches::new(client.clone(), wake.clone(), shutdown.clone());
     reflect(
         Api::<crd::ClusterChannelProvisioner>::all(client.clone()),
         classes_writer,

@@ -519,7 +519,8 @@ async fn a_reference_to_any_addressable_resolves_to_its_address() {
             "/apis/serving.knative.dev/v1/namespaces/shop/services/web",
             json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
                    "metadata": {"name": "web", "namespace": "shop", "uid": "web-uid"},
-                   "status": {"address": {"url": "http://web.shop.svc.cluster.local"}}}),
+                   "status": {"address": {"url": "http://web.shop.svc.cluster.local",
+                                          "CACerts": "-----BEGIN CERTIFICATE-----\nweb\n-----END CERTIFICATE-----\n"}}}),
         );
         let mut sub = s.objects[SUB_PATH].clone();
         sub["spec"]["subscriber"] = json!({"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "web"}, "uri": "/in"});
@@ -536,6 +537,13 @@ async fn a_reference_to_any_addressable_resolves_to_its_address() {
             .map(Url::as_str),
         Some("http://web.shop.svc.cluster.local/in")
     );
+    // The CA certificates the Addressable announces come with it.
+    let auth = contract.channels[0].subscriptions[0]
+        .auth
+        .as_ref()
+        .and_then(|a| a.subscriber.as_ref())
+        .and_then(|t| t.ca_certs.as_deref());
+    assert!(auth.is_some_and(|pem| pem.contains("web")), "{auth:?}");
     let sub = object(&state, SUB_PATH);
     assert_eq!(
         sub["status"]["physicalSubscription"]["subscriberUri"],
@@ -1197,4 +1205,19 @@ async fn without_a_default_class_brokers_and_channels_get_the_built_in_in_memory
         outcome.resources
     );
     assert!(!object(&state, BROKER_SERVICE_PATH).is_null());
+}
+
+#[test]
+fn trust_bundle_config_maps_keep_their_label_as_manifests() {
+    let map: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "eventing-ca", "namespace": "knative-eventing",
+                     "labels": {"networking.knative.dev/trust-bundle": "true"}},
+        "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n"}}))
+    .expect("a ConfigMap");
+    let manifests = load_str("config", &config_map_document(&map)).expect("loads");
+    let features = channel_core::features::from_manifests(&manifests, &mut Vec::new());
+    assert!(features
+        .trust_bundle
+        .is_some_and(|pem| pem.contains("BEGIN CERTIFICATE")));
 }
