@@ -297,7 +297,7 @@ async fn sources_present_their_identity_with_a_shared_signing_key() {
     let sink = Sink::accepting().await;
     let features = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-eventing}\ndata: {authentication-oidc: enabled}\n";
     let broker = format!(
-        "{features}---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default, namespace: shop}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: all, namespace: shop}}\nspec: {{broker: default, subscriber: {{uri: '{}'}}}}\n",
+        "{features}---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default, namespace: shop}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: all, namespace: shop}}\nspec: {{broker: default, subscriber: {{uri: '{}'}}}}\n---\napiVersion: eventing.knative.dev/v1alpha1\nkind: EventPolicy\nmetadata: {{name: ticks-only, namespace: shop}}\nspec:\n  to: [{{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}]\n  from: [{{ref: {{apiVersion: sources.knative.dev/v1, kind: PingSource, name: shared}}}}]\n",
         sink.url()
     );
     let ping = |name: &str| {
@@ -306,7 +306,8 @@ async fn sources_present_their_identity_with_a_shared_signing_key() {
     let d = Dispatcher::start(&broker, &["--oidc-signing-key", &signing_key]).await;
     let to_dispatcher = format!("--dispatcher-url=inmemory=http://{}", d.ingress);
 
-    // Sharing the dispatcher's key: the ticks are accepted and delivered.
+    // Sharing the dispatcher's key: the ticks are accepted (the policy
+    // names the source, whose identity the token carries) and delivered.
     let shared = tests::sources::Adapter::start(
         &format!("{features}{}", ping("shared")),
         &[&to_dispatcher, "--oidc-signing-key", &signing_key],

@@ -7,7 +7,9 @@
 //!   broker and channel of the policy's namespace.
 //! * `spec.from`: the senders it allows, as OIDC subjects: `sub` (exact, or
 //!   a prefix ending in `*`: `system:serviceaccount:shop:*`) or `ref` to a
-//!   `ServiceAccount` (its subject `system:serviceaccount:<ns>:<name>`).
+//!   `ServiceAccount` (its subject `system:serviceaccount:<ns>:<name>`) or
+//!   to a sender of Knative's API groups (a source, a Subscription, a
+//!   Trigger: the identity it presents, [`crate::features::identity`]).
 //! * `spec.filters`: Knative's Trigger filter dialects; an event must pass
 //!   them too.
 //!
@@ -197,11 +199,11 @@ impl EventPolicySpec {
                     }
                 }
                 (Some(r), None) => {
-                    if r.kind != "ServiceAccount" {
+                    if sender_subject(r, "").is_none() {
                         return Err(FieldError::new(
                             format!("{path}.ref.kind"),
                             format!(
-                                "{:?} has no OIDC identity here: reference a ServiceAccount, or name the subject with sub",
+                                "{:?} has no OIDC identity: reference a ServiceAccount or a sender of Knative's API groups (a source, a Subscription, a Trigger) with its apiVersion, or name the subject with sub",
                                 r.kind
                             ),
                         ));
@@ -211,6 +213,28 @@ impl EventPolicySpec {
         }
         event_filter::spec::validate_filters(&self.filters)
             .map_err(|e| FieldError::new(format!("spec.{}", e.path), e.message))
+    }
+}
+
+/// The OIDC subject of the sender `r` names (its namespace defaulting to
+/// `namespace`): a ServiceAccount's own, or the identity Knative gives a
+/// resource of one of its API groups (a source, a Subscription, a
+/// Trigger: [`crate::features::identity`]). `None` for anything else.
+fn sender_subject(r: &KReference, namespace: &str) -> Option<String> {
+    let ns = r.namespace.as_deref().unwrap_or(namespace);
+    let group = r
+        .api_version
+        .as_deref()
+        .and_then(|v| v.split_once('/'))
+        .map(|(group, _)| group);
+    match group {
+        None if r.kind == "ServiceAccount" => {
+            Some(format!("system:serviceaccount:{ns}:{}", r.name))
+        }
+        Some(group) if group == "knative.dev" || group.ends_with(".knative.dev") => {
+            Some(crate::features::identity(group, &r.kind, ns, &r.name))
+        }
+        _ => None,
     }
 }
 
@@ -226,11 +250,7 @@ impl EventPolicy {
                 .iter()
                 .filter_map(|f| match (&f.sub, &f.reference) {
                     (Some(sub), _) => Some(sub.clone()),
-                    (None, Some(r)) => Some(format!(
-                        "system:serviceaccount:{}:{}",
-                        r.namespace.as_deref().unwrap_or(ns),
-                        r.name
-                    )),
+                    (None, Some(r)) => sender_subject(r, ns),
                     (None, None) => None,
                 })
                 .collect(),
@@ -329,6 +349,13 @@ mod tests {
         assert!(a.allows("system:serviceaccount:billing:invoicer"));
         assert!(a.allows("system:serviceaccount:shop:shipper"));
         assert!(!a.allows("system:serviceaccount:shop:other"));
+        // A source or a trigger is named by its Knative identity.
+        let senders = policy("from: [{ref: {apiVersion: sources.knative.dev/v1, kind: PingSource, name: tick}}, {ref: {apiVersion: eventing.knative.dev/v1, kind: Trigger, name: audit, namespace: ops}}]\n");
+        senders.spec.validate().expect("valid");
+        let a = senders.applied();
+        assert!(a.allows("system:serviceaccount:shop:tick-oidc-sources.knative.dev-pingsource"));
+        assert!(a.allows("system:serviceaccount:ops:audit-oidc-eventing.knative.dev-trigger"));
+        assert!(!a.allows("system:serviceaccount:shop:tick"));
         let none = BTreeMap::new();
         assert!(p.applies_to("Broker", "shop", "default", &none));
         assert!(!p.applies_to("Broker", "shop", "other", &none));
@@ -354,6 +381,10 @@ mod tests {
             ),
             (
                 "from: [{ref: {kind: PingSource, name: y}}]\n",
+                "spec.from[0].ref.kind",
+            ),
+            (
+                "from: [{ref: {apiVersion: apps/v1, kind: Deployment, name: y}}]\n",
                 "spec.from[0].ref.kind",
             ),
             (
