@@ -812,22 +812,24 @@ pub fn compile(m: &Manifests) -> Compiled {
             reply_auth,
             dead_letter_auth,
         );
-        compiled[position].subscriptions.push(SubscriptionContract {
-            uid: sub
-                .metadata
-                .uid
-                .clone()
-                .unwrap_or_else(|| stable_uid(kind, &ns, &sub.metadata.name)),
-            namespace: ns.clone(),
-            name: sub.metadata.name.clone(),
-            generation: sub.metadata.generation.unwrap_or(1),
-            subscriber,
-            reply,
-            dead_letter,
-            delivery: policy,
-            trigger: trigger.cloned(),
-            auth,
-        });
+        compiled[position]
+            .subscriptions
+            .push(std::sync::Arc::new(SubscriptionContract {
+                uid: sub
+                    .metadata
+                    .uid
+                    .clone()
+                    .unwrap_or_else(|| stable_uid(kind, &ns, &sub.metadata.name)),
+                namespace: ns.clone(),
+                name: sub.metadata.name.clone(),
+                generation: sub.metadata.generation.unwrap_or(1),
+                subscriber,
+                reply,
+                dead_letter,
+                delivery: policy,
+                trigger: trigger.cloned(),
+                auth,
+            }));
     }
     problems.extend(expansion.problems);
     problems.extend(flow_expansion.problems);

@@ -265,8 +265,10 @@ pub struct ChannelContract {
     /// spec fields. Their schema belongs to the backend crate.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, serde_json::Value>,
+    /// Shared (`Arc`): a dispatcher's worker for a subscription holds the
+    /// same entry as the channel, not a copy of it.
     #[serde(default)]
-    pub subscriptions: Vec<SubscriptionContract>,
+    pub subscriptions: Vec<std::sync::Arc<SubscriptionContract>>,
     /// Set when the channel backs a Broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<BrokerContract>,
@@ -570,7 +572,7 @@ mod tests {
                 class: "in-memory-channel".into(),
                 ingress: Ingress::for_channel("default", "orders"),
                 parameters: BTreeMap::new(),
-                subscriptions: vec![SubscriptionContract {
+                subscriptions: vec![std::sync::Arc::new(SubscriptionContract {
                     trigger: None,
                     uid: "s1".into(),
                     namespace: "default".into(),
@@ -594,7 +596,7 @@ mod tests {
                         None,
                         Some(TargetAuth::default()),
                     ),
-                }],
+                })],
             }],
             ..Default::default()
         };
@@ -614,7 +616,9 @@ mod tests {
         };
         assert_eq!(renumbered.content_digest(), c.content_digest());
         let mut changed = c.clone();
-        changed.channels[0].subscriptions[0].delivery.retry = 7;
+        std::sync::Arc::make_mut(&mut changed.channels[0].subscriptions[0])
+            .delivery
+            .retry = 7;
         assert!(!changed.same_content(&c));
         assert_ne!(changed.content_digest(), c.content_digest());
     }

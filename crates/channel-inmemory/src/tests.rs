@@ -315,3 +315,35 @@ async fn a_reload_keeps_unchanged_channels_and_replaces_changed_ones() {
     assert_eq!(served("/default/c").name, "c");
     assert_eq!(dataplane.status().generation, Some(2));
 }
+
+#[tokio::test]
+async fn an_idle_subscription_is_a_small_waiting_task() {
+    use dispatcher::delivery::{Deliverer, DeliveryOptions, SubscriptionConfig};
+    use dispatcher::metrics::Metrics;
+    let b = InMemoryBackend::new(Limits::default());
+    let c = channel(&[]);
+    b.provision(&c).await.expect("provision");
+    let s = sub("s1");
+    let stream = b.subscribe(&c, &s).await.expect("subscribe");
+    let metrics = Arc::new(Metrics::new());
+    let deliverer = Deliverer::new(
+        metrics.clone(),
+        DeliveryOptions {
+            drain_timeout: Duration::from_secs(1),
+            max_reply_bytes: 1024,
+            local_routes: None,
+            ca_certs: Vec::new(),
+            signer: None,
+        },
+    );
+    let worker = deliverer.run_subscription(
+        SubscriptionConfig::new(Arc::new(s.clone())),
+        deliverer.subscription_metrics(&c, &s),
+        stream,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    // Ten thousand subscriptions are ten thousand of these: what only
+    // deliveries in flight need lives on the heap, made on demand.
+    let size = std::mem::size_of_val(&worker);
+    assert!(size <= 448, "the worker's state is {size} bytes");
+}

@@ -109,7 +109,6 @@ impl LocalRoutes for LocalChannelRoutes {
 }
 
 struct Worker {
-    channel_uid: String,
     config: SubscriptionConfig,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -121,7 +120,6 @@ struct Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("channel_uid", &self.channel_uid)
             .field("ready", &self.ready)
             .finish_non_exhaustive()
     }
@@ -429,11 +427,11 @@ impl Dataplane {
                 for sub in &channel.subscriptions {
                     let key = (channel.uid.clone(), sub.uid.clone());
                     if let Some(worker) = applied.workers.get(&key) {
-                        if **worker.config.borrow() != *sub
+                        if **worker.config.borrow() != **sub
                             && crate::delivery::trigger::check(sub).is_ok()
                         {
                             tracing::info!(subscription = %sub.key(), "subscription updated");
-                            worker.config.set(Arc::new(sub.clone()));
+                            worker.config.set(sub.clone());
                         }
                     }
                 }
@@ -519,15 +517,17 @@ impl Dataplane {
         }
 
         // 3. Subscriptions: stop removed, update changed, start new.
-        let desired_subs: BTreeMap<(String, String), (Arc<ChannelContract>, SubscriptionContract)> =
-            desired
-                .values()
-                .flat_map(|c| {
-                    c.subscriptions
-                        .iter()
-                        .map(move |s| ((c.uid.clone(), s.uid.clone()), (c.clone(), s.clone())))
-                })
-                .collect();
+        let desired_subs: BTreeMap<
+            (String, String),
+            (Arc<ChannelContract>, Arc<SubscriptionContract>),
+        > = desired
+            .values()
+            .flat_map(|c| {
+                c.subscriptions
+                    .iter()
+                    .map(move |s| ((c.uid.clone(), s.uid.clone()), (c.clone(), s.clone())))
+            })
+            .collect();
         let gone: Vec<(String, String)> = applied
             .workers
             .keys()
@@ -571,7 +571,7 @@ impl Dataplane {
                 continue;
             }
             if let Some(worker) = applied.workers.get(&key) {
-                if **worker.config.borrow() != sub {
+                if **worker.config.borrow() != *sub {
                     updated.push((key, sub));
                 }
                 continue;
@@ -614,7 +614,7 @@ impl Dataplane {
         for (key, sub) in updated {
             if let Some(worker) = applied.workers.get(&key) {
                 tracing::info!(subscription = %sub.key(), "subscription updated");
-                worker.config.set(Arc::new(sub));
+                worker.config.set(sub);
             }
         }
 
@@ -675,7 +675,7 @@ impl Dataplane {
     async fn start_worker(
         &self,
         channel: &Arc<ChannelContract>,
-        sub: SubscriptionContract,
+        sub: Arc<SubscriptionContract>,
     ) -> Option<Worker> {
         let stream = match self.backend.subscribe(channel, &sub).await {
             Ok(stream) => stream,
@@ -686,7 +686,7 @@ impl Dataplane {
         };
         let metrics = self.deliverer.subscription_metrics(channel, &sub);
         let stop = CancellationToken::new();
-        let config = SubscriptionConfig::new(Arc::new(sub.clone()));
+        let config = SubscriptionConfig::new(sub.clone());
         let deliverer = self.deliverer.clone();
         let (task_config, task_metrics, task_stop) =
             (config.clone(), metrics.clone(), stop.clone());
@@ -697,7 +697,6 @@ impl Dataplane {
         });
         tracing::info!(subscription = %sub.key(), channel = %channel.key(), "subscription started");
         Some(Worker {
-            channel_uid: channel.uid.clone(),
             config,
             stop,
             task,

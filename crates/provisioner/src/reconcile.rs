@@ -237,6 +237,7 @@ pub fn plan(
     }
     for channel in &mut channels {
         for sub in &mut channel.contract.subscriptions {
+            let sub = std::sync::Arc::make_mut(sub);
             for url in [&mut sub.subscriber, &mut sub.reply, &mut sub.dead_letter]
                 .into_iter()
                 .flatten()

@@ -266,7 +266,7 @@ fn destinations_carry_their_ca_certs_and_with_oidc_on_their_audience() {
             .iter()
             .flat_map(|ch| ch.subscriptions.iter())
             .find(|s| s.name == name)
-            .cloned()
+            .map(|s| (**s).clone())
             .unwrap_or_else(|| panic!("{name}: {c:#?}"))
     };
 

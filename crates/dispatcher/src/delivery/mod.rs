@@ -159,6 +159,11 @@ impl Deliverer {
     /// Run one subscription until `stop` is cancelled (then drain) or the
     /// stream ends. `config` carries the latest contract entry of the
     /// subscription; changes apply to the next delivery without a pause.
+    ///
+    /// What only deliveries in flight need (their window, tasks, ordered
+    /// lanes, abort signal) is made when an event arrives and dropped when
+    /// the last delivery finishes: an idle subscription holds its stream,
+    /// its configuration and a small waiting task, ten thousand times over.
     pub async fn run_subscription(
         &self,
         config: SubscriptionConfig,
@@ -166,139 +171,225 @@ impl Deliverer {
         mut stream: Box<dyn DeliveryStream>,
         stop: CancellationToken,
     ) {
-        let initial = config.borrow().clone();
-        let mut window = initial.delivery.max_in_flight.max(1) as usize;
-        let semaphore = Arc::new(Semaphore::new(window));
-        let abort = CancellationToken::new();
-        let job = Arc::new(Job {
-            deliverer: self.clone(),
-            config: config.clone(),
-            metrics,
-            abort: abort.clone(),
-        });
-        let lanes: Arc<Lanes> = Arc::default();
         let mut filters = trigger::FilterCache::default();
-        let mut tasks = JoinSet::new();
         let mut stream_errors = 0u32;
+        let mut busy: Option<Box<Busy>> = None;
         'run: loop {
-            // Follow changes of the in-flight window.
-            let wanted = config.borrow().delivery.max_in_flight.max(1) as usize;
-            if wanted > window {
-                semaphore.add_permits(wanted - window);
-                window = wanted;
-            } else if wanted < window {
-                window -= semaphore.forget_permits(window - wanted);
-            }
-            let permit = tokio::select! {
-                _ = stop.cancelled() => break,
-                permit = semaphore.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            while let Some(done) = tasks.try_join_next() {
-                if let Err(e) = done {
-                    tracing::error!(subscription = %initial.key(), error = %e, "delivery task failed");
+            if let Some(b) = &mut busy {
+                b.reap(&config);
+                if b.tasks.is_empty() {
+                    busy = None;
                 }
             }
+            // A permit for the next delivery: at once when idle (a fresh
+            // window is made below), else when one frees up.
+            let permit = match &mut busy {
+                None => None,
+                Some(b) => {
+                    b.follow_window(config.borrow().delivery.max_in_flight.max(1) as usize);
+                    // Boxed: only a busy worker waits here.
+                    let permit = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        permit = Box::pin(b.semaphore.clone().acquire_owned()) => match permit {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                    };
+                    b.reap(&config);
+                    Some(permit)
+                }
+            };
             // Take the next event the subscription wants. A trigger's filter
             // runs inside the backend's `next_wanted`, before any task or
             // request: an event that does not pass is settled at once (the
             // in-memory log skips it in place) and the next one is taken
             // under the same permit, so filtering costs no scheduling.
-            let delivery = loop {
-                let item = {
-                    let mut wanted =
-                        |event: &Event| filters.passes(&config.borrow(), event, &job.metrics);
-                    tokio::select! {
+            let item = {
+                let mut wanted = |event: &Event| filters.passes(&config.borrow(), event, &metrics);
+                match &mut busy {
+                    None => tokio::select! {
                         _ = stop.cancelled() => break 'run,
                         item = stream.next_wanted(&mut wanted) => item,
-                    }
-                };
-                match item {
-                    None => {
-                        tracing::info!(subscription = %initial.key(), "delivery stream closed");
-                        break 'run;
-                    }
-                    Some(Err(e)) => {
-                        stream_errors = stream_errors.saturating_add(1);
-                        let pause = Duration::from_millis(100 * u64::from(stream_errors.min(50)));
-                        tracing::warn!(subscription = %initial.key(), error = %e, pause_ms = pause.as_millis() as u64, "delivery stream error");
-                        tokio::select! {
-                            _ = stop.cancelled() => break 'run,
-                            _ = Box::pin(tokio::time::sleep(pause)) => {}
+                    },
+                    Some(b) => tokio::select! {
+                        _ = stop.cancelled() => break 'run,
+                        item = stream.next_wanted(&mut wanted) => item,
+                        // A delivery finished while no event was waiting:
+                        // look again (idle once the last one is done).
+                        Some(done) = b.tasks.join_next() => {
+                            Busy::log_failure(done, &config);
+                            continue 'run;
                         }
-                        continue;
-                    }
-                    Some(Ok(delivery)) => {
-                        stream_errors = 0;
-                        break delivery;
-                    }
+                    },
                 }
             };
-            let current = config.borrow().clone();
-            let ordered = current.delivery.order == DeliveryOrder::Ordered;
-            if !ordered {
-                let job = job.clone();
-                tasks.spawn(async move {
-                    job.deliver(delivery).await;
-                    drop(permit);
-                });
-                continue;
-            }
-            // Ordered: queue behind the same key; start a lane if none runs.
-            let key = delivery.ordering_key.clone();
-            let start_lane = {
-                let mut lanes = lanes.lock().unwrap_or_else(|e| e.into_inner());
-                match lanes.get_mut(&key) {
-                    Some(queue) => {
-                        queue.push_back((delivery, permit));
-                        false
+            let delivery = match item {
+                None => {
+                    tracing::info!(subscription = %config.borrow().key(), "delivery stream closed");
+                    break 'run;
+                }
+                Some(Err(e)) => {
+                    stream_errors = stream_errors.saturating_add(1);
+                    let pause = Duration::from_millis(100 * u64::from(stream_errors.min(50)));
+                    tracing::warn!(subscription = %config.borrow().key(), error = %e, pause_ms = pause.as_millis() as u64, "delivery stream error");
+                    tokio::select! {
+                        _ = stop.cancelled() => break 'run,
+                        _ = Box::pin(tokio::time::sleep(pause)) => {}
                     }
-                    None => {
-                        lanes.insert(key.clone(), VecDeque::from([(delivery, permit)]));
-                        true
-                    }
+                    continue;
+                }
+                Some(Ok(delivery)) => {
+                    stream_errors = 0;
+                    delivery
                 }
             };
-            if start_lane {
-                let job = job.clone();
-                let lanes = lanes.clone();
-                tasks.spawn(async move {
-                    loop {
-                        let next = {
-                            let mut lanes = lanes.lock().unwrap_or_else(|e| e.into_inner());
-                            let next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
-                            if next.is_none() {
-                                lanes.remove(&key);
-                            }
-                            next
-                        };
-                        let Some((delivery, permit)) = next else {
-                            break;
-                        };
-                        job.deliver(delivery).await;
-                        drop(permit);
-                    }
-                });
-            }
+            let b = busy.get_or_insert_with(|| Busy::new(self, &config, &metrics));
+            let permit = match permit {
+                Some(p) => p,
+                // A fresh window always has room.
+                None => match b.semaphore.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => match Box::pin(b.semaphore.clone().acquire_owned()).await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                },
+            };
+            let ordered = config.borrow().delivery.order == DeliveryOrder::Ordered;
+            b.start(delivery, permit, ordered);
         }
         // Drain: what was taken from the stream may finish within the
         // deadline; then the rest is abandoned for the backend to redeliver.
         // Boxed, like the pause above: a future held across an await is
-        // part of every idle worker's task, ten thousand times over.
-        let drained = Box::pin(tokio::time::timeout(self.opts.drain_timeout, async {
-            while let Some(done) = tasks.join_next().await {
-                if let Err(e) = done {
-                    tracing::error!(subscription = %initial.key(), error = %e, "delivery task failed");
+        // part of every idle worker's task.
+        if let Some(b) = busy {
+            Box::pin(b.drain(self.opts.drain_timeout, &config)).await;
+        }
+    }
+}
+
+/// What a subscription's worker holds only while deliveries are in flight.
+struct Busy {
+    /// The in-flight window the semaphore holds now.
+    window: usize,
+    semaphore: Arc<Semaphore>,
+    /// Cancelled when the drain deadline passes: deliveries still running
+    /// are abandoned.
+    abort: CancellationToken,
+    job: Arc<Job>,
+    lanes: Arc<Lanes>,
+    tasks: JoinSet<()>,
+}
+
+impl Busy {
+    fn new(
+        deliverer: &Deliverer,
+        config: &SubscriptionConfig,
+        metrics: &Arc<SubscriptionMetrics>,
+    ) -> Box<Busy> {
+        let window = config.borrow().delivery.max_in_flight.max(1) as usize;
+        let abort = CancellationToken::new();
+        Box::new(Busy {
+            window,
+            semaphore: Arc::new(Semaphore::new(window)),
+            job: Arc::new(Job {
+                deliverer: deliverer.clone(),
+                config: config.clone(),
+                metrics: metrics.clone(),
+                abort: abort.clone(),
+            }),
+            abort,
+            lanes: Arc::default(),
+            tasks: JoinSet::new(),
+        })
+    }
+
+    /// Follow a change of the subscription's in-flight window.
+    fn follow_window(&mut self, wanted: usize) {
+        if wanted > self.window {
+            self.semaphore.add_permits(wanted - self.window);
+            self.window = wanted;
+        } else if wanted < self.window {
+            self.window -= self.semaphore.forget_permits(self.window - wanted);
+        }
+    }
+
+    fn log_failure(done: Result<(), tokio::task::JoinError>, config: &SubscriptionConfig) {
+        if let Err(e) = done {
+            tracing::error!(subscription = %config.borrow().key(), error = %e, "delivery task failed");
+        }
+    }
+
+    /// Collect the deliveries that finished.
+    fn reap(&mut self, config: &SubscriptionConfig) {
+        while let Some(done) = self.tasks.try_join_next() {
+            Busy::log_failure(done, config);
+        }
+    }
+
+    /// Deliver `delivery` under `permit`: in a task of its own, or, for an
+    /// ordered subscription, behind the deliveries of the same key.
+    fn start(&mut self, delivery: Delivery, permit: OwnedSemaphorePermit, ordered: bool) {
+        if !ordered {
+            let job = self.job.clone();
+            self.tasks.spawn(async move {
+                job.deliver(delivery).await;
+                drop(permit);
+            });
+            return;
+        }
+        // Ordered: queue behind the same key; start a lane if none runs.
+        let key = delivery.ordering_key.clone();
+        let start_lane = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            match lanes.get_mut(&key) {
+                Some(queue) => {
+                    queue.push_back((delivery, permit));
+                    false
+                }
+                None => {
+                    lanes.insert(key.clone(), VecDeque::from([(delivery, permit)]));
+                    true
                 }
             }
-        }))
+        };
+        if start_lane {
+            let job = self.job.clone();
+            let lanes = self.lanes.clone();
+            self.tasks.spawn(async move {
+                loop {
+                    let next = {
+                        let mut lanes = lanes.lock().unwrap_or_else(|e| e.into_inner());
+                        let next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
+                        if next.is_none() {
+                            lanes.remove(&key);
+                        }
+                        next
+                    };
+                    let Some((delivery, permit)) = next else {
+                        break;
+                    };
+                    job.deliver(delivery).await;
+                    drop(permit);
+                }
+            });
+        }
+    }
+
+    /// Let the deliveries in flight finish within `timeout`, then abandon
+    /// the rest (the backend hands them out again).
+    async fn drain(mut self: Box<Self>, timeout: Duration, config: &SubscriptionConfig) {
+        let tasks = &mut self.tasks;
+        let drained = tokio::time::timeout(timeout, async {
+            while let Some(done) = tasks.join_next().await {
+                Busy::log_failure(done, config);
+            }
+        })
         .await;
         if drained.is_err() {
-            tracing::warn!(subscription = %initial.key(), in_flight = tasks.len(), "drain timeout: abandoning deliveries in flight");
-            abort.cancel();
-            while tasks.join_next().await.is_some() {}
+            tracing::warn!(subscription = %config.borrow().key(), in_flight = self.tasks.len(), "drain timeout: abandoning deliveries in flight");
+            self.abort.cancel();
+            while self.tasks.join_next().await.is_some() {}
         }
     }
 }

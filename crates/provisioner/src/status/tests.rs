@@ -316,7 +316,7 @@ fn transport_encryption_announces_https_addresses_with_the_trust_bundle() {
             .iter()
             .flat_map(|c| &c.contract.subscriptions)
             .find(|s| s.name == "copy")
-            .cloned()
+            .map(|s| (**s).clone())
             .expect("copy");
         (channel, broker, copy)
     };
