@@ -32,9 +32,12 @@ while (($#)); do
 done
 
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install -y nginx" >&2; exit 1; }
-cargo build --profile production --quiet -p loadgen -p "channel-$BACKEND"
+# BENCH_PROFILE=release measures the release build (ratios are taken
+# within one run either way); the default is the fully optimised build.
+PROFILE=${BENCH_PROFILE:-production}
+cargo build --profile "$PROFILE" --quiet -p loadgen -p "channel-$BACKEND"
 # Where cargo put them (it honours CARGO_TARGET_DIR).
-BIN=${CARGO_TARGET_DIR:-target}/production
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 . bench/common.sh
 start_nginx
 

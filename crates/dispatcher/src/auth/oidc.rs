@@ -360,7 +360,9 @@ fn redact(url: &Url) -> String {
 struct Inner {
     config: OidcConfig,
     keys: ArcSwap<KeySet>,
-    client: HttpClient,
+    /// Made on first use: only JWKS URLs and discovery need it (a client
+    /// with the system's roots costs a few MiB).
+    client: std::sync::OnceLock<HttpClient>,
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
     /// When the last forced (unknown key id) refresh started.
@@ -392,7 +394,7 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// Load the JWKS once; an error names the file or URL.
     pub async fn new(config: OidcConfig) -> anyhow::Result<Verifier> {
-        let client = http_client();
+        let client = std::sync::OnceLock::new();
         let keys = load(&client, &config.jwks).await?;
         tracing::info!(issuer = %config.issuer, jwks = %config.jwks, kids = ?keys.kids(), "OIDC verification keys loaded");
         Ok(Verifier {
@@ -777,19 +779,23 @@ fn claims(
 }
 
 /// Read or fetch the key set.
-async fn load(client: &HttpClient, source: &JwksSource) -> anyhow::Result<KeySet> {
+async fn load(
+    client: &std::sync::OnceLock<HttpClient>,
+    source: &JwksSource,
+) -> anyhow::Result<KeySet> {
+    let client = || client.get_or_init(http_client);
     let origin = source.to_string();
     let doc = match source {
         JwksSource::Own(set) => serde_json::to_vec(set).context("own JWKS")?,
         JwksSource::File(path) => read_file(path.clone())
             .await
             .with_context(|| format!("cannot read the JWKS file {}", path.display()))?,
-        JwksSource::Url(url) => get(client, url)
+        JwksSource::Url(url) => get(client(), url)
             .await
             .with_context(|| format!("cannot fetch the JWKS from {}", redact(url)))?,
         JwksSource::Discovery(issuer) => {
             let discovery = discovery_url(issuer)?;
-            let doc = get(client, &discovery).await.with_context(|| {
+            let doc = get(client(), &discovery).await.with_context(|| {
                 format!(
                     "cannot fetch the OpenID configuration from {}",
                     redact(&discovery)
@@ -815,7 +821,7 @@ async fn load(client: &HttpClient, source: &JwksSource) -> anyhow::Result<KeySet
             if !matches!(jwks.scheme(), "http" | "https") {
                 anyhow::bail!("the jwks_uri of {} is not http(s)", redact(&discovery));
             }
-            get(client, &jwks)
+            get(client(), &jwks)
                 .await
                 .with_context(|| format!("cannot fetch the JWKS from {}", redact(&jwks)))?
         }
