@@ -35,6 +35,28 @@ fn rsa_key() -> EncodingKey {
     EncodingKey::from_rsa_pem(&out.stdout).expect("RSA key")
 }
 
+/// The test issuer's RSA key and its JWKS file (key id `k1`), in a
+/// directory that lives as long as the returned guard.
+fn issuer_keys() -> (EncodingKey, tempfile::TempDir, std::path::PathBuf) {
+    let key = rsa_key();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).expect("jwk");
+    jwk.common.key_id = Some("k1".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).expect("write");
+    (key, dir, jwks)
+}
+
+/// The dispatcher flags trusting the test issuer.
+fn issuer_flags(jwks: &std::path::Path) -> [String; 4] {
+    [
+        "--oidc-issuer".into(),
+        ISSUER.into(),
+        "--oidc-jwks".into(),
+        jwks.display().to_string(),
+    ]
+}
+
 fn token(key: &EncodingKey, claims: Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("k1".into());
@@ -68,12 +90,7 @@ async fn post(url: &str, bearer: Option<&str>, ty: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_verified_and_policies_decide_who_may_send_what() {
-    let key = rsa_key();
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).expect("jwk");
-    jwk.common.key_id = Some("k1".into());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).expect("write");
+    let (key, _dir, jwks) = issuer_keys();
 
     let sink = Sink::accepting().await;
     let manifests = format!(
@@ -82,12 +99,7 @@ async fn tokens_are_verified_and_policies_decide_who_may_send_what() {
     );
     let d = Dispatcher::start(
         &manifests,
-        &[
-            "--oidc-issuer",
-            ISSUER,
-            "--oidc-jwks",
-            &jwks.display().to_string(),
-        ],
+        &issuer_flags(&jwks).each_ref().map(String::as_str),
     )
     .await;
     let channel = format!("http://{}/shop/orders", d.ingress);
@@ -210,12 +222,7 @@ fn bearer_claims(r: &tests::Received, key: &jsonwebtoken::DecodingKey, aud: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatchers_present_their_identity_and_replies_reach_the_broker() {
-    let key = rsa_key();
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).expect("jwk");
-    jwk.common.key_id = Some("k1".into());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).expect("write");
+    let (key, _dir, jwks) = issuer_keys();
 
     // A subscriber that answers each order with an audit event, and an
     // audit service that declares an audience.
@@ -234,12 +241,7 @@ async fn dispatchers_present_their_identity_and_replies_reach_the_broker() {
     );
     let d = Dispatcher::start(
         &manifests,
-        &[
-            "--oidc-issuer",
-            ISSUER,
-            "--oidc-jwks",
-            &jwks.display().to_string(),
-        ],
+        &issuer_flags(&jwks).each_ref().map(String::as_str),
     )
     .await;
     let broker = format!("http://{}/brokers/shop/default", d.ingress);

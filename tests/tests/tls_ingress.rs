@@ -82,6 +82,24 @@ fn certificates(dir: &Path, name: &str) {
     ]);
 }
 
+/// event-display serving HTTPS on a free port with the certificate of CA
+/// "one" in `dir`, printing what it receives to `dir/display.out`.
+fn https_display(dir: &Path) -> (std::process::Child, u16) {
+    let port = tests::free_port();
+    let out = std::fs::File::create(dir.join("display.out")).expect("out");
+    let display = Command::new(tests::build_bin("event-display", "event-display"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--json"])
+        .arg("--tls-cert")
+        .arg(dir.join("one-cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("one-key.pem"))
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("event-display starts");
+    (display, port)
+}
+
 /// POST an event with curl, trusting `ca`: the HTTP status, or curl's
 /// failure.
 fn curl_post(url: &str, ca: Option<&Path>, id: &str) -> Result<u16, String> {
@@ -275,18 +293,7 @@ async fn delivery_to_an_https_subscriber_verifies_its_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     certificates(dir.path(), "one");
     // event-display serving HTTPS with a certificate of CA "one".
-    let port = tests::free_port();
-    let out = std::fs::File::create(dir.path().join("display.out")).expect("out");
-    let mut display = Command::new(tests::build_bin("event-display", "event-display"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--json"])
-        .arg("--tls-cert")
-        .arg(dir.path().join("one-cert.pem"))
-        .arg("--tls-key")
-        .arg(dir.path().join("one-key.pem"))
-        .stdout(out)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("event-display starts");
+    let (mut display, port) = https_display(dir.path());
     let dead_letters = Sink::accepting().await;
     let manifests = format!(
         "apiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata: {{name: orders, namespace: shop}}\n---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {{name: s, namespace: shop}}\nspec:\n  channel: {{apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: orders}}\n  subscriber: {{uri: 'https://127.0.0.1:{port}/'}}\n  delivery: {{retry: 1, backoffDelay: PT0.1S, deadLetterSink: {{uri: '{}'}}}}\n",
@@ -335,18 +342,7 @@ async fn a_destinations_own_ca_certs_are_trusted_for_it_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     certificates(dir.path(), "one");
     certificates(dir.path(), "two");
-    let port = tests::free_port();
-    let out = std::fs::File::create(dir.path().join("display.out")).expect("out");
-    let mut display = Command::new(tests::build_bin("event-display", "event-display"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--json"])
-        .arg("--tls-cert")
-        .arg(dir.path().join("one-cert.pem"))
-        .arg("--tls-key")
-        .arg(dir.path().join("one-key.pem"))
-        .stdout(out)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("event-display starts");
+    let (mut display, port) = https_display(dir.path());
     let dead_letters = Sink::accepting().await;
     let ca = |name: &str| {
         std::fs::read_to_string(dir.path().join(format!("{name}-ca.pem"))).expect("ca")
