@@ -59,7 +59,7 @@ use channel_core::broker::{
 };
 use channel_core::compile::{compile, FlowKind, Problem};
 use channel_core::features::CONFIG_FEATURES;
-use channel_core::manifests::{load_str, Manifests};
+use channel_core::manifests::{load_str, ManifestError, Manifests};
 use channel_core::resources::{ChannelKind, Destination, KReference};
 use channel_core::{BackendKind, ChannelContract, Contract};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Service};
@@ -69,7 +69,8 @@ use kube::api::{
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::ResourceExt;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Instant, SystemTime};
 use url::Url;
 
@@ -306,6 +307,119 @@ fn has_finalizer(o: &DynamicObject, finalizer: &str) -> bool {
     o.finalizers().iter().any(|f| f == finalizer)
 }
 
+/// (kind, namespace, name) of an object, borrowed.
+type ObjectKey<'a> = (&'a str, &'a str, &'a str);
+
+fn key_of<'a>(kind: &'a str, o: &'a DynamicObject) -> ObjectKey<'a> {
+    (
+        kind,
+        o.metadata.namespace.as_deref().unwrap_or_default(),
+        o.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The snapshot's objects by (kind, namespace, name), built once a round:
+/// what a round looks up per channel, subscription or status row is found
+/// here rather than by scanning the snapshot (10,000 channels made those
+/// scans the bulk of a round).
+struct Index<'a> {
+    snap: &'a Snapshot,
+    /// Live channels (by their own kind) and sources (by their kind and
+    /// their status rows' kind), the first of a key; brokers, triggers,
+    /// flows, EventTypes and EventPolicies, the first of a key, live or not
+    /// (lookups filter).
+    objects: HashMap<ObjectKey<'a>, &'a DynamicObject>,
+    subscriptions: HashMap<(&'a str, &'a str), &'a crd::Subscription>,
+}
+
+impl<'a> Index<'a> {
+    fn new(snap: &'a Snapshot) -> Self {
+        let mut objects: HashMap<ObjectKey<'a>, &'a DynamicObject> = HashMap::new();
+        let mut add = |key: ObjectKey<'a>, o: &'a DynamicObject| {
+            objects.entry(key).or_insert(o);
+        };
+        for o in snap.channels.iter().filter(|o| is_live(o)) {
+            let kind = o
+                .types
+                .as_ref()
+                .map(|t| t.kind.as_str())
+                .unwrap_or_default();
+            let (_, ns, name) = key_of("", o);
+            add((kind, ns, name), o);
+        }
+        for o in snap.sources.iter().filter(|o| is_live(o)) {
+            let kind = o
+                .types
+                .as_ref()
+                .map(|t| t.kind.as_str())
+                .unwrap_or_default();
+            let (_, ns, name) = key_of("", o);
+            add((kind, ns, name), o);
+            if kind == "CronJobSource" {
+                add(("PingSource", ns, name), o);
+            }
+        }
+        for (kind, list) in [
+            ("Broker", &snap.brokers),
+            ("Trigger", &snap.triggers),
+            ("Sequence", &snap.sequences),
+            ("Parallel", &snap.parallels),
+            ("EventType", &snap.event_types),
+            ("EventPolicy", &snap.event_policies),
+        ] {
+            for o in list {
+                add(key_of(kind, o), o);
+            }
+        }
+        let mut subscriptions = HashMap::with_capacity(snap.subscriptions.len());
+        for s in &snap.subscriptions {
+            let key = (
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            );
+            subscriptions.entry(key).or_insert(s);
+        }
+        Index {
+            snap,
+            objects,
+            subscriptions,
+        }
+    }
+
+    fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<&'a DynamicObject> {
+        self.objects.get(&(kind, namespace, name)).copied()
+    }
+
+    /// As [`Snapshot::broker`].
+    fn broker(&self, namespace: &str, name: &str) -> Option<&'a DynamicObject> {
+        self.get("Broker", namespace, name)
+    }
+
+    /// As [`Snapshot::serves_trigger`].
+    fn serves_trigger(&self, trigger: &DynamicObject) -> bool {
+        let ns = trigger.metadata.namespace.as_deref().unwrap_or_default();
+        self.broker(ns, &trigger_broker(trigger))
+            .is_none_or(is_our_broker)
+    }
+}
+
+/// A Subscription as the dynamic object status is patched on (what
+/// patching reads: type, metadata and status).
+fn subscription_object(s: &crd::Subscription) -> DynamicObject {
+    let mut data = json!({});
+    if let Some(status) = s.status.as_ref().and_then(|s| serde_json::to_value(s).ok()) {
+        data["status"] = status;
+    }
+    DynamicObject {
+        types: Some(kube::api::TypeMeta {
+            api_version: "messaging.knative.dev/v1".into(),
+            kind: "Subscription".into(),
+        }),
+        metadata: s.metadata.clone(),
+        data,
+    }
+}
+
 /// The ConfigMap a broker's `spec.config` names, as (namespace, name).
 fn config_reference(broker: &DynamicObject) -> Option<(String, String)> {
     let config: KReference = serde_json::from_value(broker.data["spec"]["config"].clone()).ok()?;
@@ -416,6 +530,42 @@ pub struct Controller {
     /// The GitHub and GitLab webhooks registered (with
     /// `--webhook-base-url`; made on the first round).
     registrar: Option<::sources::hooks::Registrar>,
+    /// The contract each contract ConfigMap holds, with the text it was
+    /// parsed from: 10,000 channels make a contract of megabytes, read
+    /// several times a round, parsed again only when it changed.
+    parsed: BTreeMap<BackendKind, (String, Contract)>,
+    /// channel-core's loader on the documents of a round's objects,
+    /// remembered for the next round (most objects do not change).
+    loaded: Loaded,
+}
+
+/// The loader's results by (source, document): those of the round under
+/// way, and those of the previous one (dropped at the end of a round, so
+/// only the documents of current objects are kept).
+#[derive(Default)]
+struct Loaded {
+    previous: HashMap<(String, String), Result<Manifests, ManifestError>>,
+    current: HashMap<(String, String), Result<Manifests, ManifestError>>,
+}
+
+impl Loaded {
+    /// [`load_str`] of `doc`, or what it gave for the same document.
+    fn load(&mut self, source: String, doc: String) -> Result<Manifests, ManifestError> {
+        let key = (source, doc);
+        if let Some(done) = self.current.get(&key) {
+            return done.clone();
+        }
+        let done = match self.previous.remove(&key) {
+            Some(done) => done,
+            None => load_str(&key.0, &key.1),
+        };
+        self.current.insert(key, done.clone());
+        done
+    }
+
+    fn end_round(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
 }
 
 impl std::fmt::Debug for Controller {
@@ -566,6 +716,8 @@ impl Controller {
             sources_map: None,
             deployments: BTreeMap::new(),
             registrar: None,
+            parsed: BTreeMap::new(),
+            loaded: Loaded::default(),
         }
     }
 
@@ -687,7 +839,8 @@ impl Controller {
                 }
             }
             let doc = document(&api_version_of(channel), &kind, &channel.metadata, &spec);
-            match load_str(&format!("{kind} {ns}/{}", channel.name_any()), &doc) {
+            let source = format!("{kind} {ns}/{}", channel.name_any());
+            match self.loaded.load(source, doc) {
                 Ok(m) => merge(&mut manifests, m),
                 Err(e) => problems.push(problem(
                     &kind,
@@ -721,7 +874,10 @@ impl Controller {
                 &sub.metadata,
                 &serde_json::to_value(&spec).unwrap_or_default(),
             );
-            match load_str(&format!("Subscription {ns}/{}", sub.name_any()), &doc) {
+            match self
+                .loaded
+                .load(format!("Subscription {ns}/{}", sub.name_any()), doc)
+            {
                 Ok(m) => merge(&mut manifests, m),
                 Err(e) => problems.push(problem(
                     "Subscription",
@@ -740,6 +896,7 @@ impl Controller {
         self.event_policy_manifests(snap, &mut manifests, &mut problems);
         self.source_manifests(snap, &mut manifests, &mut problems)
             .await;
+        self.loaded.end_round();
         (manifests, problems, unresolved)
     }
 
@@ -818,7 +975,10 @@ impl Controller {
                 }
             }
             let doc = document(EVENTING_V1, "Broker", &broker.metadata, &spec);
-            match load_str(&format!("Broker {ns}/{}", broker.name_any()), &doc) {
+            match self
+                .loaded
+                .load(format!("Broker {ns}/{}", broker.name_any()), doc)
+            {
                 Ok(m) => merge(manifests, m),
                 Err(e) => problems.push(problem(
                     "Broker",
@@ -855,7 +1015,10 @@ impl Controller {
                 }
             }
             let doc = document(EVENTING_V1, "Trigger", &trigger.metadata, &spec);
-            match load_str(&format!("Trigger {ns}/{}", trigger.name_any()), &doc) {
+            match self
+                .loaded
+                .load(format!("Trigger {ns}/{}", trigger.name_any()), doc)
+            {
                 Ok(m) => merge(manifests, m),
                 Err(e) => problems.push(problem(
                     "Trigger",
@@ -869,14 +1032,48 @@ impl Controller {
 
     /// The contracts in force: what this process wrote, or what the
     /// ConfigMaps hold when newer.
-    fn current_contracts(&self, snap: &Snapshot) -> BTreeMap<BackendKind, Contract> {
-        let mut out = contracts_of(&snap.contract_maps);
+    fn current_contracts(&mut self, snap: &Snapshot) -> BTreeMap<BackendKind, Contract> {
+        let mut out = self.contracts_in_maps(&snap.contract_maps);
         for (backend, mine) in &self.written {
             let newer = out
                 .get(backend)
                 .is_none_or(|theirs| theirs.generation <= mine.generation);
             if newer {
                 out.insert(*backend, mine.clone());
+            }
+        }
+        out
+    }
+
+    /// As [`contracts_of`], parsing a ConfigMap's contract only when its
+    /// text changed.
+    fn contracts_in_maps(&mut self, maps: &[ConfigMap]) -> BTreeMap<BackendKind, Contract> {
+        let mut out = BTreeMap::new();
+        for backend in BackendKind::ALL {
+            let text = maps
+                .iter()
+                .find(|m| m.metadata.name.as_deref() == Some(&contract_config_map(backend)))
+                .and_then(|m| m.data.as_ref())
+                .and_then(|d| d.get(&contract_key(backend)));
+            let Some(text) = text else {
+                self.parsed.remove(&backend);
+                continue;
+            };
+            if let Some((parsed_from, contract)) = self.parsed.get(&backend) {
+                if parsed_from == text {
+                    out.insert(backend, contract.clone());
+                    continue;
+                }
+            }
+            match Contract::from_json(text.as_bytes()) {
+                Ok(c) => {
+                    self.parsed.insert(backend, (text.clone(), c.clone()));
+                    out.insert(backend, c);
+                }
+                Err(e) => {
+                    self.parsed.remove(&backend);
+                    tracing::warn!(backend = %backend, error = %e, "ignoring an unreadable contract ConfigMap")
+                }
             }
         }
         out
@@ -975,8 +1172,19 @@ impl Controller {
         object: &DynamicObject,
         finalizers: Vec<String>,
     ) -> Result<(), kube::Error> {
+        self.patch_finalizers(kind, object, finalizers).await?;
+        Ok(())
+    }
+
+    /// [`Self::set_finalizers_of`]; the object's new resourceVersion.
+    async fn patch_finalizers(
+        &self,
+        kind: &str,
+        object: &DynamicObject,
+        finalizers: Vec<String>,
+    ) -> Result<Option<String>, kube::Error> {
         let Some(ar) = resource_of(kind) else {
-            return Ok(());
+            return Ok(None);
         };
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),
@@ -987,13 +1195,14 @@ impl Controller {
             "finalizers": finalizers,
             "resourceVersion": object.resource_version(),
         }});
-        api.patch(
-            &object.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
-        Ok(())
+        let patched = api
+            .patch(
+                &object.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
+        Ok(patched.resource_version())
     }
 
     /// The contract a deleting channel was (or would have been) served
@@ -1043,7 +1252,7 @@ impl Controller {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &resource.namespace, &ar);
         let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        let mut current = object.clone();
+        let mut current = Cow::Borrowed(object);
         for attempt in 0..3 {
             let old_status = current.data.get("status").cloned().unwrap_or(Value::Null);
             let old = ResourceStatus {
@@ -1096,7 +1305,7 @@ impl Controller {
                 }
                 Err(e) if is_conflict(&e) && attempt < 2 => {
                     tracing::debug!(kind = %resource.kind, name = %resource.name, "status conflict; retrying on the fresh object");
-                    current = api.get(&resource.name).await?;
+                    current = Cow::Owned(api.get(&resource.name).await?);
                 }
                 Err(e) => return Err(e),
             }
@@ -1238,14 +1447,27 @@ impl Controller {
     /// Step 1: the finalizer on every live channel and on the live brokers
     /// and triggers this project serves; off those it no longer serves (a
     /// broker whose class changed, a trigger whose broker turned out to be
-    /// of another class).
-    async fn hold_finalizers(&self, snap: &Snapshot, errors: &mut Vec<String>) {
+    /// of another class). The channels' new resourceVersions (by kind,
+    /// namespace and name): their status is patched on those, not on the
+    /// snapshot's (stale now: a conflict, a read and a retry each).
+    async fn hold_finalizers(
+        &self,
+        snap: &Snapshot,
+        errors: &mut Vec<String>,
+    ) -> HashMap<(String, String, String), String> {
+        let mut fresh = HashMap::new();
         for channel in &snap.channels {
             if is_live(channel) && !has_finalizer(channel, FINALIZER) {
                 let mut finalizers = channel.finalizers().to_vec();
                 finalizers.push(FINALIZER.into());
-                if let Err(e) = self.set_finalizers(channel, finalizers).await {
-                    note(
+                let kind = kind_of(channel);
+                match self.patch_finalizers(&kind, channel, finalizers).await {
+                    Ok(Some(version)) => {
+                        let (_, ns, name) = key_of("", channel);
+                        fresh.insert((kind, ns.to_owned(), name.to_owned()), version);
+                    }
+                    Ok(None) => {}
+                    Err(e) => note(
                         errors,
                         format!(
                             "adding the finalizer to {} {}",
@@ -1253,7 +1475,7 @@ impl Controller {
                             channel.name_any()
                         ),
                         e,
-                    );
+                    ),
                 }
             }
         }
@@ -1287,6 +1509,7 @@ impl Controller {
                 );
             }
         }
+        fresh
     }
 
     /// Namespaces with injection enabled and no Broker `default` get one.
@@ -1318,14 +1541,15 @@ impl Controller {
     /// Step 5: the ExternalName Service of every planned channel
     /// (`<name>-kn-channel`, owned by the channel) and broker
     /// (`<name>-kn-broker`, owned by the broker).
-    async fn apply_services(&mut self, snap: &Snapshot, plan: &Plan, errors: &mut Vec<String>) {
+    async fn apply_services(&mut self, index: &Index<'_>, plan: &Plan, errors: &mut Vec<String>) {
+        let snap = index.snap;
         for planned in &plan.channels {
             let c = &planned.contract;
             let Some(host) = self.settings.dispatcher_hosts.get(&c.backend).cloned() else {
                 continue;
             };
             let owner = match &c.broker {
-                Some(b) => snap
+                Some(b) => index
                     .broker(&c.namespace, &b.name)
                     .filter(|o| is_live(o))
                     .map(|o| {
@@ -1336,15 +1560,8 @@ impl Controller {
                             "eventing.knative.dev/broker",
                         )
                     }),
-                None => snap
-                    .channels
-                    .iter()
-                    .find(|o| {
-                        kind_of(o) == c.kind
-                            && o.namespace().as_deref() == Some(&c.namespace)
-                            && o.name_any() == c.name
-                            && is_live(o)
-                    })
+                None => index
+                    .get(&c.kind, &c.namespace, &c.name)
                     .map(|o| {
                         (
                             o,
@@ -1582,73 +1799,42 @@ impl Controller {
     }
 
     /// The object a status row belongs to, when this project serves it.
-    fn status_object(&self, snap: &Snapshot, resource: &ResourceStatus) -> Option<DynamicObject> {
-        let here = |o: &&DynamicObject| {
-            o.namespace().as_deref() == Some(&resource.namespace) && o.name_any() == resource.name
-        };
-        match resource.kind.as_str() {
-            "Subscription" => snap
-                .subscriptions
-                .iter()
-                .find(|s| {
-                    s.namespace().as_deref() == Some(&resource.namespace)
-                        && s.name_any() == resource.name
-                })
-                .and_then(|s| serde_json::to_value(s).ok())
-                .and_then(|v| serde_json::from_value::<DynamicObject>(v).ok()),
+    fn status_object<'a>(
+        index: &Index<'a>,
+        resource: &ResourceStatus,
+    ) -> Option<Cow<'a, DynamicObject>> {
+        let (ns, name) = (resource.namespace.as_str(), resource.name.as_str());
+        let live = |o: &&DynamicObject| is_live(o);
+        let found = match resource.kind.as_str() {
+            "Subscription" => {
+                return index
+                    .subscriptions
+                    .get(&(ns, name))
+                    .map(|s| Cow::Owned(subscription_object(s)))
+            }
             // Brokers of another class, and their triggers, are left alone.
-            "Broker" => snap
-                .brokers
-                .iter()
-                .find(here)
-                .filter(|b| is_live(b) && is_our_broker(b))
-                .cloned(),
-            "Trigger" => snap
-                .triggers
-                .iter()
-                .find(here)
-                .filter(|t| is_live(t) && snap.serves_trigger(t))
-                .cloned(),
-            "Sequence" => flows::find_flow(
-                snap,
-                FlowKind::Sequence,
-                &resource.namespace,
-                &resource.name,
-            )
-            .cloned(),
-            "Parallel" => flows::find_flow(
-                snap,
-                FlowKind::Parallel,
-                &resource.namespace,
-                &resource.name,
-            )
-            .cloned(),
-            "EventType" => {
-                eventtypes::find_event_type(snap, &resource.namespace, &resource.name).cloned()
+            "Broker" => index
+                .broker(ns, name)
+                .filter(|b| is_live(b) && is_our_broker(b)),
+            "Trigger" => index
+                .get("Trigger", ns, name)
+                .filter(|t| is_live(t) && index.serves_trigger(t)),
+            "Sequence" | "Parallel" | "EventType" | "EventPolicy" => {
+                index.get(&resource.kind, ns, name).filter(live)
             }
-            "EventPolicy" => {
-                policies::find_event_policy(snap, &resource.namespace, &resource.name).cloned()
-            }
-            "PingSource" | "ApiServerSource" | "ContainerSource" | "SinkBinding"
-            | "GitHubSource" | "GitLabSource" | "KafkaSource" => {
-                sources::find_source(snap, &resource.kind, &resource.namespace, &resource.name)
-                    .cloned()
-            }
-            kind => snap
-                .channels
-                .iter()
-                .filter(|c| kind_of(c) == kind && is_live(c))
-                .find(here)
-                .cloned(),
-        }
+            // Channels and sources: live ones only are indexed.
+            kind => index.get(kind, ns, name),
+        };
+        found.map(Cow::Borrowed)
     }
 
     /// One round: converge the cluster on `snap`.
     pub async fn reconcile(&mut self, snap: &Snapshot) -> Outcome {
         let mut errors = Vec::new();
+        let index = Index::new(snap);
 
         // 1. Finalizers; brokers for namespaces with injection enabled.
-        self.hold_finalizers(snap, &mut errors).await;
+        let fresh = self.hold_finalizers(snap, &mut errors).await;
         self.hold_flow_finalizers(snap, &mut errors).await;
         self.inject_brokers(snap, &mut errors).await;
 
@@ -1676,8 +1862,8 @@ impl Controller {
 
         // 4. Contracts.
         let mut in_contract = BTreeMap::new();
-        let present: BTreeSet<BackendKind> =
-            contracts_of(&snap.contract_maps).into_keys().collect();
+        // The backends whose ConfigMap holds a readable contract.
+        let present: BTreeSet<BackendKind> = self.parsed.keys().copied().collect();
         for (backend, channels) in self.cycle.contracts(&plan, &previous) {
             for c in &channels {
                 in_contract.insert(channel_key(c), true);
@@ -1709,7 +1895,7 @@ impl Controller {
         // 5. ExternalName Services for the planned channels and brokers;
         //    the sources: the adapter's contract, ContainerSources'
         //    Deployments, SinkBindings' subjects.
-        self.apply_services(snap, &plan, &mut errors).await;
+        self.apply_services(&index, &plan, &mut errors).await;
         self.apply_sources_contract(snap, &plan, &mut errors).await;
         let deployments = self.apply_container_sources(snap, &plan, &mut errors).await;
         let bindings = self.apply_sink_bindings(snap, &plan, &mut errors).await;
@@ -1768,9 +1954,19 @@ impl Controller {
         resources.extend(eventtypes::event_type_rows(&plan, &manifests));
         sources::amend_source_rows(snap, &mut resources, &deployments, &bindings);
         for resource in &resources {
-            let Some(object) = self.status_object(snap, resource) else {
+            let Some(mut object) = Self::status_object(&index, resource) else {
                 continue;
             };
+            if !fresh.is_empty() {
+                let key = (
+                    resource.kind.clone(),
+                    resource.namespace.clone(),
+                    resource.name.clone(),
+                );
+                if let Some(version) = fresh.get(&key) {
+                    object.to_mut().metadata.resource_version = Some(version.clone());
+                }
+            }
             match self.patch_status(resource, &object).await {
                 Ok(Some(_before)) => self.event(resource, &object).await,
                 Ok(None) => {}

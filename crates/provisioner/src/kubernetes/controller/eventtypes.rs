@@ -46,18 +46,6 @@ pub fn event_type_resource() -> ApiResource {
     ApiResource::erase::<crd::EventType>(&())
 }
 
-/// The live EventType `namespace/name` of the snapshot.
-pub(super) fn find_event_type<'a>(
-    snap: &'a Snapshot,
-    namespace: &str,
-    name: &str,
-) -> Option<&'a DynamicObject> {
-    snap.event_types
-        .iter()
-        .find(|o| o.namespace().as_deref() == Some(namespace) && o.name_any() == name)
-        .filter(|o| is_live(o))
-}
-
 /// The status rows of every EventType loaded into `manifests`.
 pub(super) fn event_type_rows(plan: &Plan, manifests: &Manifests) -> Vec<ResourceStatus> {
     objects(plan, &manifests.event_types, &AutoRegistry::default())

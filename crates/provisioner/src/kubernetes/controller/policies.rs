@@ -7,7 +7,7 @@ use super::{api_version_of, document, is_live, merge, problem, Controller, Snaps
 use crate::kubernetes::crd;
 use channel_core::compile::Problem;
 use channel_core::manifests::{load_str, Manifests};
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::ApiResource;
 use kube::ResourceExt;
 use serde_json::Value;
 
@@ -17,18 +17,6 @@ const EVENT_POLICY_V1ALPHA1: &str = "eventing.knative.dev/v1alpha1";
 /// The API resource of EventPolicies.
 pub fn event_policy_resource() -> ApiResource {
     ApiResource::erase::<crd::EventPolicy>(&())
-}
-
-/// The live EventPolicy `namespace/name` of the snapshot.
-pub(super) fn find_event_policy<'a>(
-    snap: &'a Snapshot,
-    namespace: &str,
-    name: &str,
-) -> Option<&'a DynamicObject> {
-    snap.event_policies
-        .iter()
-        .find(|o| o.namespace().as_deref() == Some(namespace) && o.name_any() == name)
-        .filter(|o| is_live(o))
 }
 
 impl Controller {

@@ -594,6 +594,11 @@ pub(super) fn amend_source_rows(
     bindings: &BTreeMap<String, Result<usize, String>>,
 ) {
     for row in resources.iter_mut() {
+        // Only these two are amended: no search for the others (every
+        // channel and subscription).
+        if !matches!(row.kind.as_str(), "ContainerSource" | "SinkBinding") {
+            continue;
+        }
         let Some(object) = find_source(snap, &row.kind, &row.namespace, &row.name) else {
             continue;
         };

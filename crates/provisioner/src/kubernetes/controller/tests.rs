@@ -266,6 +266,7 @@ fn requests(state: &Shared, method: &str, path: &str) -> Vec<Value> {
 mod flows;
 mod policies;
 mod registry;
+mod scale;
 mod sources;
 mod webhooks;
 
