@@ -100,6 +100,29 @@ fn https_display(dir: &Path) -> (std::process::Child, u16) {
     (display, port)
 }
 
+/// A dispatcher on `manifests` serving HTTPS only (strict) on a free port
+/// with the certificate of CA "one" in `dir`, and that address.
+async fn strict_dispatcher(dir: &Path, manifests: &str) -> (Dispatcher, String) {
+    let tls = format!("127.0.0.1:{}", tests::free_port());
+    let cert = dir.join("one-cert.pem").display().to_string();
+    let key = dir.join("one-key.pem").display().to_string();
+    let d = Dispatcher::start(
+        manifests,
+        &[
+            "--transport-encryption",
+            "strict",
+            "--tls-listen",
+            &tls,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    )
+    .await;
+    (d, tls)
+}
+
 /// POST an event with curl, trusting `ca`: the HTTP status, or curl's
 /// failure.
 fn curl_post(url: &str, ca: Option<&Path>, id: &str) -> Result<u16, String> {
@@ -228,23 +251,7 @@ async fn strict_serves_https_only_and_bad_certificates_stop_the_start() {
     certificates(dir.path(), "one");
     certificates(dir.path(), "two");
     let sink = Sink::accepting().await;
-    let tls = format!("127.0.0.1:{}", tests::free_port());
-    let cert = dir.path().join("one-cert.pem").display().to_string();
-    let key = dir.path().join("one-key.pem").display().to_string();
-    let d = Dispatcher::start(
-        &manifests(&sink.url()),
-        &[
-            "--transport-encryption",
-            "strict",
-            "--tls-listen",
-            &tls,
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-    )
-    .await;
+    let (d, tls) = strict_dispatcher(dir.path(), &manifests(&sink.url())).await;
     let ca = dir.path().join("one-ca.pem");
     assert_eq!(
         curl_post(&format!("https://{tls}/shop/orders"), Some(&ca), "strict"),
@@ -260,6 +267,7 @@ async fn strict_serves_https_only_and_bad_certificates_stop_the_start() {
 
     // Misconfigurations: no certificate, a key that is not the
     // certificate's. The dispatcher exits naming what is wrong.
+    let cert = dir.path().join("one-cert.pem").display().to_string();
     let other_key = dir.path().join("two-key.pem").display().to_string();
     for (flags, expected) in [
         (
@@ -420,23 +428,7 @@ async fn strict_transport_encryption_keeps_replies_on_https_inside_the_dispatche
         replier.url(),
         audit.url()
     );
-    let tls = format!("127.0.0.1:{}", tests::free_port());
-    let cert = dir.path().join("one-cert.pem").display().to_string();
-    let key = dir.path().join("one-key.pem").display().to_string();
-    let d = Dispatcher::start(
-        &manifests,
-        &[
-            "--transport-encryption",
-            "strict",
-            "--tls-listen",
-            &tls,
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-    )
-    .await;
+    let (d, tls) = strict_dispatcher(dir.path(), &manifests).await;
     let ca = dir.path().join("one-ca.pem");
     assert_eq!(
         curl_post(

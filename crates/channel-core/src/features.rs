@@ -117,12 +117,6 @@ pub fn identity(group: &str, kind: &str, namespace: &str, name: &str) -> String 
     format!("system:serviceaccount:{namespace}:{name}-oidc-{group}-{kind}").to_ascii_lowercase()
 }
 
-/// Whether the manifests turn `authentication-oidc` on (an unreadable value
-/// counts as on, as [`from_manifests`] reads it).
-pub fn oidc_enabled(manifests: &Manifests) -> bool {
-    from_manifests(manifests, &mut Vec::new()).oidc.is_some()
-}
-
 impl Features {
     pub fn is_default(&self) -> bool {
         *self == Features::default()

@@ -20,7 +20,7 @@ mod fake;
 
 use bytes::Bytes;
 use channel_core::{BackendKind, Contract};
-use fake::Shared;
+use fake::{seed_channels, subscription_path, Shared, SCALE_NAMESPACES};
 use http::{Request, Response};
 use http_body_util::Full;
 use provisioner::cycle::{http_client, Cycle};
@@ -31,38 +31,6 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 const SYSTEM: &str = "knative-channels";
-const NAMESPACES: usize = 100;
-
-fn channel_path(ns: &str, name: &str) -> String {
-    format!("/apis/messaging.knative.dev/v1/namespaces/{ns}/inmemorychannels/{name}")
-}
-
-fn subscription_path(ns: &str, name: &str) -> String {
-    format!("/apis/messaging.knative.dev/v1/namespaces/{ns}/subscriptions/{name}")
-}
-
-fn seed(state: &Shared, channels: usize) {
-    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-    for i in 0..channels {
-        let ns = format!("ns-{}", i % NAMESPACES);
-        let name = format!("ch-{i}");
-        s.put(
-            &channel_path(&ns, &name),
-            json!({"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel",
-                   "metadata": {"name": name, "namespace": ns, "uid": format!("ch-uid-{i}"),
-                                "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
-                   "spec": {}}),
-        );
-        let sub = format!("sub-{i}");
-        s.put(
-            &subscription_path(&ns, &sub),
-            json!({"apiVersion": "messaging.knative.dev/v1", "kind": "Subscription",
-                   "metadata": {"name": sub, "namespace": ns, "uid": format!("sub-uid-{i}"), "generation": 1},
-                   "spec": {"channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel", "name": name},
-                            "subscriber": {"uri": format!("http://sink.{ns}.svc.cluster.local/{i}")}}}),
-        );
-    }
-}
 
 /// What the run loop's watch caches would hand the controller.
 fn snapshot(state: &Shared) -> Snapshot {
@@ -206,10 +174,10 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let state = Shared::default();
-        seed(&state, channels);
+        seed_channels(&state, channels);
         let admin = fake_dispatcher(state.clone()).await;
         let mut c = controller(fake::client(state.clone()), admin);
-        println!("{channels} InMemoryChannels × 1 Subscription, {NAMESPACES} namespaces");
+        println!("{channels} InMemoryChannels × 1 Subscription, {SCALE_NAMESPACES} namespaces");
         round("first round (cold)", &mut c, &state).await;
         round("second round (all Ready)", &mut c, &state).await;
         round("unchanged round", &mut c, &state).await;

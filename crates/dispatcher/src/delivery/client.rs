@@ -146,12 +146,9 @@ impl EventClient {
         }
     }
 
-    /// The pool for a destination: the shared one, or the one of its CA
-    /// certificates (made on first use).
-    fn pool_for(&self, ca_certs: Option<&str>) -> Result<HttpsClient, String> {
-        let Some(pem) = ca_certs else {
-            return Ok(self.client.clone());
-        };
+    /// The pool of a destination with its own CA certificates (made on
+    /// first use).
+    fn pool_for(&self, pem: &str) -> Result<HttpsClient, String> {
         let mut pools = self.by_ca.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = pools.get(pem) {
             return p.clone();
@@ -200,9 +197,17 @@ impl EventClient {
     ) -> (Attempt, Duration) {
         let started = Instant::now();
         let failed = |reason: String| (Attempt::Failed { reason }, started.elapsed());
-        let pool = match self.pool_for(target.auth.and_then(|a| a.ca_certs.as_deref())) {
-            Ok(p) => p,
-            Err(reason) => return failed(reason),
+        // Most destinations use the shared pool, borrowed: no clone per send.
+        let own_pool;
+        let pool = match target.auth.and_then(|a| a.ca_certs.as_deref()) {
+            None => &self.client,
+            Some(pem) => match self.pool_for(pem) {
+                Ok(p) => {
+                    own_pool = p;
+                    &own_pool
+                }
+                Err(reason) => return failed(reason),
+            },
         };
         let authorization = match target.auth.and_then(|a| a.audience.as_deref()) {
             None => None,

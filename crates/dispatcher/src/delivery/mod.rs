@@ -187,10 +187,9 @@ impl Deliverer {
                 None => None,
                 Some(b) => {
                     b.follow_window(config.borrow().delivery.max_in_flight.max(1) as usize);
-                    // Boxed: only a busy worker waits here.
                     let permit = tokio::select! {
                         _ = stop.cancelled() => break,
-                        permit = Box::pin(b.semaphore.clone().acquire_owned()) => match permit {
+                        permit = b.semaphore.clone().acquire_owned() => match permit {
                             Ok(p) => p,
                             Err(_) => break,
                         },

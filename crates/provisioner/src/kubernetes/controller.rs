@@ -339,20 +339,12 @@ impl<'a> Index<'a> {
             objects.entry(key).or_insert(o);
         };
         for o in snap.channels.iter().filter(|o| is_live(o)) {
-            let kind = o
-                .types
-                .as_ref()
-                .map(|t| t.kind.as_str())
-                .unwrap_or_default();
+            let kind = kind_str(o);
             let (_, ns, name) = key_of("", o);
             add((kind, ns, name), o);
         }
         for o in snap.sources.iter().filter(|o| is_live(o)) {
-            let kind = o
-                .types
-                .as_ref()
-                .map(|t| t.kind.as_str())
-                .unwrap_or_default();
+            let kind = kind_str(o);
             let (_, ns, name) = key_of("", o);
             add((kind, ns, name), o);
             if kind == "CronJobSource" {
@@ -576,8 +568,16 @@ impl std::fmt::Debug for Controller {
     }
 }
 
+/// The object's kind, borrowed.
+fn kind_str(o: &DynamicObject) -> &str {
+    o.types
+        .as_ref()
+        .map(|t| t.kind.as_str())
+        .unwrap_or_default()
+}
+
 fn kind_of(o: &DynamicObject) -> String {
-    o.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default()
+    kind_str(o).to_owned()
 }
 
 fn api_version_of(o: &DynamicObject) -> String {

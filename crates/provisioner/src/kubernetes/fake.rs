@@ -218,3 +218,39 @@ pub fn client(state: Shared) -> kube::Client {
     });
     kube::Client::new(service, "default")
 }
+
+/// Objects of the scale test and bench: InMemoryChannel `ch-<i>` and its
+/// Subscription `sub-<i>` in namespace `ns-<i % SCALE_NAMESPACES>`.
+pub const SCALE_NAMESPACES: usize = 100;
+
+pub fn channel_path(ns: &str, name: &str) -> String {
+    format!("/apis/messaging.knative.dev/v1/namespaces/{ns}/inmemorychannels/{name}")
+}
+
+pub fn subscription_path(ns: &str, name: &str) -> String {
+    format!("/apis/messaging.knative.dev/v1/namespaces/{ns}/subscriptions/{name}")
+}
+
+/// Seed `channels` InMemoryChannels, each with one Subscription.
+pub fn seed_channels(state: &Shared, channels: usize) {
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..channels {
+        let ns = format!("ns-{}", i % SCALE_NAMESPACES);
+        let name = format!("ch-{i}");
+        s.put(
+            &channel_path(&ns, &name),
+            json!({"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel",
+                   "metadata": {"name": name, "namespace": ns, "uid": format!("ch-uid-{i}"),
+                                "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
+                   "spec": {}}),
+        );
+        let sub = format!("sub-{i}");
+        s.put(
+            &subscription_path(&ns, &sub),
+            json!({"apiVersion": "messaging.knative.dev/v1", "kind": "Subscription",
+                   "metadata": {"name": sub, "namespace": ns, "uid": format!("sub-uid-{i}"), "generation": 1},
+                   "spec": {"channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel", "name": name},
+                            "subscriber": {"uri": format!("http://sink.{ns}.svc.cluster.local/{i}")}}}),
+        );
+    }
+}

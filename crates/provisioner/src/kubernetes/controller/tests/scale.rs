@@ -4,42 +4,11 @@
 //! 10,000 channels in a release build.)
 
 use super::*;
+use crate::kubernetes::fake::{channel_path, seed_channels, subscription_path};
 use std::collections::BTreeSet;
 
 /// InMemoryChannels, each with one Subscription (the bench runs 10,000).
 const CHANNELS: usize = 2_000;
-const NAMESPACES: usize = 100;
-
-fn channel_path(ns: &str, name: &str) -> String {
-    format!("/apis/messaging.knative.dev/v1/namespaces/{ns}/inmemorychannels/{name}")
-}
-
-fn subscription_path(ns: &str, name: &str) -> String {
-    format!("/apis/messaging.knative.dev/v1/namespaces/{ns}/subscriptions/{name}")
-}
-
-fn seed_many(state: &Shared) {
-    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-    for i in 0..CHANNELS {
-        let ns = format!("ns-{}", i % NAMESPACES);
-        let name = format!("ch-{i}");
-        s.put(
-            &channel_path(&ns, &name),
-            json!({"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel",
-                   "metadata": {"name": name, "namespace": ns, "uid": format!("ch-uid-{i}"),
-                                "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
-                   "spec": {}}),
-        );
-        let sub = format!("sub-{i}");
-        s.put(
-            &subscription_path(&ns, &sub),
-            json!({"apiVersion": "messaging.knative.dev/v1", "kind": "Subscription",
-                   "metadata": {"name": sub, "namespace": ns, "uid": format!("sub-uid-{i}"), "generation": 1},
-                   "spec": {"channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel", "name": name},
-                            "subscriber": {"uri": format!("http://sink.{ns}.svc.cluster.local/{i}")}}}),
-        );
-    }
-}
 
 /// What the watch caches would hand the controller (the shared
 /// `snapshot` knows `channels`, not `inmemorychannels`).
@@ -90,7 +59,7 @@ async fn round(c: &mut Controller, state: &Shared) -> (Vec<(String, String)>, us
 #[tokio::test]
 async fn at_scale_a_round_writes_only_what_changed() {
     let state = Shared::default();
-    seed_many(&state);
+    seed_channels(&state, CHANNELS);
     let admin = fake_dispatcher(state.clone()).await;
     let mut c = controller(client(state.clone()), Some(admin));
 
