@@ -824,10 +824,10 @@ pub fn compile(m: &Manifests) -> Compiled {
                 name: sub.metadata.name.clone(),
                 generation: sub.metadata.generation.unwrap_or(1),
                 subscriber,
-                reply,
-                dead_letter,
+                reply: reply.map(Box::new),
+                dead_letter: dead_letter.map(Box::new),
                 delivery: policy,
-                trigger: trigger.cloned(),
+                trigger: trigger.cloned().map(Box::new),
                 auth,
             }));
     }

@@ -115,9 +115,10 @@ impl Cursor {
 /// The cursors of a channel's subscriptions, by subscription uid. A few
 /// entries per channel, found by a scan: ten thousand channels with one
 /// subscription each hold ten thousand one-entry vectors, a fifth of the
-/// memory of as many hash maps.
+/// memory of as many hash maps. The uid is shared with the subscription's
+/// stream and acks.
 #[derive(Debug, Default)]
-struct Cursors(Vec<(Box<str>, Cursor)>);
+struct Cursors(Vec<(Arc<str>, Cursor)>);
 
 impl Cursors {
     fn values(&self) -> impl Iterator<Item = &Cursor> {
@@ -136,11 +137,15 @@ impl Cursors {
         self.0.iter_mut().find(|(u, _)| &**u == uid).map(|(_, c)| c)
     }
 
-    fn get_or_insert(&mut self, uid: &str, new: impl FnOnce() -> Cursor) {
-        if self.get(uid).is_none() {
-            self.0.push((uid.into(), new()));
-            self.0.shrink_to_fit();
+    /// The uid as the cursors hold it, after adding a cursor if none is.
+    fn get_or_insert(&mut self, uid: &str, new: impl FnOnce() -> Cursor) -> Arc<str> {
+        if let Some((key, _)) = self.0.iter().find(|(u, _)| &**u == uid) {
+            return key.clone();
         }
+        let key: Arc<str> = uid.into();
+        self.0.push((key.clone(), new()));
+        self.0.shrink_to_fit();
+        key
     }
 
     fn remove(&mut self, uid: &str) {
@@ -338,7 +343,7 @@ impl Backend for InMemoryBackend {
         let log = self
             .channel(&channel.uid)
             .ok_or_else(|| Self::not_found(channel))?;
-        {
+        let uid = {
             let mut inner = log.lock();
             let end = inner.end();
             // A new subscription starts at the end of the log: it receives
@@ -348,11 +353,11 @@ impl Backend for InMemoryBackend {
                 committed: end,
                 next: end,
                 ..Cursor::default()
-            });
-        }
+            })
+        };
         Ok(Box::new(Stream {
             log,
-            subscription: Arc::from(subscription.uid.as_str()),
+            subscription: uid,
         }))
     }
 

@@ -17,8 +17,11 @@
 //!   `max_ack_pending` = the in-flight window, 1 when ordered). Retries and
 //!   backoff are the engine's, in process; while a delivery is in progress
 //!   its acknowledgement keeps it alive with progress acks every third of
-//!   the ack wait. Final outcomes are acked with confirmation from the
-//!   server; `Abandoned` (or an acknowledgement dropped unsettled) is nak'ed
+//!   the ack wait. Final outcomes are acked with a plain ack (one message,
+//!   no reply awaited: a lost ack only means a redelivery, which
+//!   at-least-once allows), or with confirmation from the server when
+//!   `--nats-confirm-acks` asks for it (a round trip per event, fewer
+//!   redeliveries after a crash); `Abandoned` (or an acknowledgement dropped unsettled) is nak'ed
 //!   so another replica, or this one, gets it again at once. A dispatcher
 //!   that dies leaves its deliveries to be redelivered after the ack wait.
 //!   Several dispatchers share a consumer: each message goes to one of them.
@@ -73,6 +76,9 @@ pub struct NatsOptions {
     pub max_reconnect_delay: Duration,
     /// Client name shown by the server (`nats server report connections`).
     pub client_name: String,
+    /// Wait for the server to confirm each final ack (`+ACK` as a request)
+    /// instead of sending it plainly.
+    pub confirm_acks: bool,
 }
 
 impl Default for NatsOptions {
@@ -83,6 +89,7 @@ impl Default for NatsOptions {
             connect_timeout: Duration::from_secs(5),
             max_reconnect_delay: Duration::from_secs(2),
             client_name: "nats-dispatcher".into(),
+            confirm_acks: false,
         }
     }
 }
@@ -619,7 +626,11 @@ impl Backend for NatsBackend {
             consumer: Some(consumer),
             messages: None,
             batch,
-            request_timeout: self.options.request_timeout,
+            acks: if self.options.confirm_acks {
+                AckMode::Confirmed(self.options.request_timeout)
+            } else {
+                AckMode::Plain
+            },
         };
         stream.open().await?;
         Ok(Box::new(stream))
@@ -681,7 +692,17 @@ struct Stream {
     consumer: Option<PullConsumer>,
     messages: Option<jetstream::consumer::pull::Stream>,
     batch: usize,
-    request_timeout: Duration,
+    acks: AckMode,
+}
+
+/// How final outcomes are acked.
+#[derive(Debug, Clone, Copy)]
+enum AckMode {
+    /// `+ACK` published: the server may not have recorded it when settling
+    /// returns, and a lost ack is a redelivery.
+    Plain,
+    /// `+ACK` as a request, the server's confirmation awaited this long.
+    Confirmed(Duration),
 }
 
 impl std::fmt::Debug for Stream {
@@ -835,7 +856,7 @@ impl DeliveryStream for Stream {
                     token,
                     reply: Some(reply),
                     sequence,
-                    request_timeout: self.request_timeout,
+                    acks: self.acks,
                 }),
             }));
         }
@@ -850,7 +871,7 @@ struct NatsAck {
     /// `None` once settled.
     reply: Option<Subject>,
     sequence: u64,
-    request_timeout: Duration,
+    acks: AckMode,
 }
 
 #[async_trait]
@@ -862,10 +883,25 @@ impl Acknowledgement for NatsAck {
         self.in_flight.remove(self.token);
         let client = &self.in_flight.client;
         if outcome.is_final() {
+            let AckMode::Confirmed(timeout) = self.acks else {
+                return client
+                    .publish(reply, Bytes::from(AckKind::Ack))
+                    .await
+                    .map_err(|e| {
+                        BackendError::new(
+                            BackendErrorKind::Unavailable,
+                            format!(
+                                "ack of stream sequence {} not sent (it will be redelivered): {e}",
+                                self.sequence
+                            ),
+                        )
+                        .with_source(e)
+                    });
+            };
             // Ack with confirmation: once this returns the server has
             // recorded it and will not redeliver.
             let request = client.request(reply, Bytes::from(AckKind::Ack));
-            match tokio::time::timeout(self.request_timeout, request).await {
+            match tokio::time::timeout(timeout, request).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(BackendError::new(
                     BackendErrorKind::Unavailable,
@@ -878,8 +914,8 @@ impl Acknowledgement for NatsAck {
                 Err(_) => Err(BackendError::new(
                     BackendErrorKind::Unavailable,
                     format!(
-                        "ack of stream sequence {} not confirmed within {:?} (it may be redelivered)",
-                        self.sequence, self.request_timeout
+                        "ack of stream sequence {} not confirmed within {timeout:?} (it may be redelivered)",
+                        self.sequence
                     ),
                 )),
             }

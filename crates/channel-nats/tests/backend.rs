@@ -12,7 +12,7 @@ use channel_core::backend::{
 };
 use channel_core::Event;
 use channel_nats::provision;
-use common::{backend, channel, subscription, wait_healthy, NatsServer};
+use common::{backend, backend_acking, channel, subscription, wait_healthy, NatsServer};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -75,8 +75,19 @@ async fn persist_waits_for_the_pub_ack_and_dedups_by_event_id() {
 
 #[tokio::test]
 async fn settle_semantics_ack_nak_and_out_of_order() {
+    settle_semantics(false).await;
+}
+
+#[tokio::test]
+async fn settle_semantics_with_confirmed_acks() {
+    settle_semantics(true).await;
+}
+
+/// Plain and confirmed acks settle alike: an acked message never comes
+/// back, a nak'ed or dropped one comes back at once, counted.
+async fn settle_semantics(confirm_acks: bool) {
     let server = NatsServer::start();
-    let b = backend(&server).await;
+    let b = backend_acking(&server, confirm_acks).await;
     let ch = channel("settle", json!({}));
     let sub = subscription("s1");
     b.provision(&ch).await.unwrap();

@@ -690,11 +690,8 @@ impl Dataplane {
         let deliverer = self.deliverer.clone();
         let (task_config, task_metrics, task_stop) =
             (config.clone(), metrics.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            deliverer
-                .run_subscription(task_config, task_metrics, stream, task_stop)
-                .await;
-        });
+        let task =
+            tokio::spawn(deliverer.run_subscription(task_config, task_metrics, stream, task_stop));
         tracing::info!(subscription = %sub.key(), channel = %channel.key(), "subscription started");
         Some(Worker {
             config,

@@ -205,7 +205,10 @@ impl ChannelMetrics {
 #[derive(Debug)]
 pub struct SubscriptionMetrics {
     families: Arc<Families>,
-    labels: SubscriptionLabels,
+    /// Namespace, channel and subscription, NUL-separated (Kubernetes names
+    /// hold no NUL): one allocation where the label set is three strings,
+    /// made when a series is.
+    names: Box<str>,
     /// Boxed: an idle subscription pays one pointer for it.
     series: OnceLock<Box<Series>>,
 }
@@ -226,10 +229,20 @@ struct Series {
 }
 
 impl SubscriptionMetrics {
+    fn labels(&self) -> SubscriptionLabels {
+        let mut names = self.names.split('\0').map(str::to_owned);
+        let mut next = || names.next().unwrap_or_default();
+        SubscriptionLabels {
+            namespace: next(),
+            channel: next(),
+            subscription: next(),
+        }
+    }
+
     fn series(&self) -> &Series {
         self.series.get_or_init(|| {
             let f = &self.families;
-            let labels = &self.labels;
+            let labels = &self.labels();
             Box::new(Series {
                 deliveries: StatusClass::ALL.map(|class| {
                     f.deliveries.get_or_create_owned(&SubscriptionStatusLabels {
@@ -282,7 +295,7 @@ impl SubscriptionMetrics {
             None => self
                 .families
                 .retries
-                .get(&self.labels)
+                .get(&self.labels())
                 .map_or(0, |c| c.get()),
         }
     }
@@ -445,11 +458,7 @@ impl Metrics {
     ) -> Arc<SubscriptionMetrics> {
         Arc::new(SubscriptionMetrics {
             families: self.families.clone(),
-            labels: SubscriptionLabels {
-                namespace: namespace.to_owned(),
-                channel: channel.to_owned(),
-                subscription: subscription.to_owned(),
-            },
+            names: [namespace, channel, subscription].join("\0").into(),
             series: OnceLock::new(),
         })
     }

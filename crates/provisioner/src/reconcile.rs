@@ -238,10 +238,11 @@ pub fn plan(
     for channel in &mut channels {
         for sub in &mut channel.contract.subscriptions {
             let sub = std::sync::Arc::make_mut(sub);
-            for url in [&mut sub.subscriber, &mut sub.reply, &mut sub.dead_letter]
+            let boxed = [&mut sub.reply, &mut sub.dead_letter]
                 .into_iter()
                 .flatten()
-            {
+                .map(|url| &mut **url);
+            for url in sub.subscriber.iter_mut().chain(boxed) {
                 rewrite_channel_url(url, &hosts);
             }
         }

@@ -142,7 +142,7 @@ fn subscription(c: &SourceContract) -> SubscriptionContract {
         generation: c.generation,
         subscriber: Some(c.sink.clone()),
         reply: None,
-        dead_letter: c.dead_letter.clone(),
+        dead_letter: c.dead_letter.clone().map(Box::new),
         delivery: c.delivery.clone(),
         trigger: None,
         auth: c.auth.clone(),

@@ -91,12 +91,19 @@ impl Drop for NatsServer {
 
 /// A backend connected to `server`, with short timeouts for tests.
 pub async fn backend(server: &NatsServer) -> NatsBackend {
+    backend_acking(server, false).await
+}
+
+/// A backend connected to `server` that waits for the server to confirm
+/// each ack when `confirm_acks` is set.
+pub async fn backend_acking(server: &NatsServer, confirm_acks: bool) -> NatsBackend {
     NatsBackend::connect(NatsOptions {
         default_connection: ConnectionSettings::from_urls(&server.url()),
         request_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(2),
         max_reconnect_delay: Duration::from_millis(200),
         client_name: "channel-nats-test".into(),
+        confirm_acks,
     })
     .await
     .expect("backend")

@@ -28,7 +28,9 @@ pub use client::{Attempt, EventClient, Target};
 use http::Uri;
 use retry::{classify, parse_retry_after, retry_delay, Verdict};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -160,110 +162,216 @@ impl Deliverer {
     /// stream ends. `config` carries the latest contract entry of the
     /// subscription; changes apply to the next delivery without a pause.
     ///
-    /// What only deliveries in flight need (their window, tasks, ordered
-    /// lanes, abort signal) is made when an event arrives and dropped when
-    /// the last delivery finishes: an idle subscription holds its stream,
-    /// its configuration and a small waiting task, ten thousand times over.
-    pub async fn run_subscription(
-        &self,
+    /// An idle subscription is a small task waiting on its stream: what the
+    /// worker keeps between events is one allocation, and what
+    /// only deliveries in flight need (their window, tasks, ordered lanes,
+    /// abort signal, the loop that drives them) is made when an event
+    /// arrives and dropped when the last delivery finishes. Ten thousand
+    /// idle subscriptions are ten thousand of these.
+    pub fn run_subscription(
+        self,
         config: SubscriptionConfig,
         metrics: Arc<SubscriptionMetrics>,
-        mut stream: Box<dyn DeliveryStream>,
+        stream: Box<dyn DeliveryStream>,
         stop: CancellationToken,
-    ) {
-        let mut filters = trigger::FilterCache::default();
-        let mut stream_errors = 0u32;
-        let mut busy: Option<Box<Busy>> = None;
-        'run: loop {
-            if let Some(b) = &mut busy {
-                b.reap(&config);
-                if b.tasks.is_empty() {
-                    busy = None;
-                }
+    ) -> impl Future<Output = ()> + Send + 'static {
+        // Not an `async fn`: its arguments would stay in the task beside
+        // the box they are moved into.
+        Box::new(Worker {
+            deliverer: self,
+            wanted: Wanted {
+                config,
+                metrics,
+                filters: trigger::FilterCache::default(),
+            },
+            stream,
+            stop,
+            stream_errors: 0,
+        })
+        .run()
+    }
+}
+
+/// What a subscription's worker keeps between events.
+struct Worker {
+    deliverer: Deliverer,
+    wanted: Wanted,
+    stream: Box<dyn DeliveryStream>,
+    stop: CancellationToken,
+    /// Stream errors in a row, for the pause before trying again.
+    stream_errors: u32,
+}
+
+/// Which events the subscription wants (a trigger's filter), and what
+/// deliveries read: its contract entry and metrics.
+struct Wanted {
+    config: SubscriptionConfig,
+    metrics: Arc<SubscriptionMetrics>,
+    filters: trigger::FilterCache,
+}
+
+impl Wanted {
+    fn passes(&mut self, event: &Event) -> bool {
+        self.filters
+            .passes(&self.config.borrow(), event, &self.metrics)
+    }
+}
+
+/// What the stream gave the worker.
+type Item = Option<Option<Result<Delivery, channel_core::backend::BackendError>>>;
+
+/// What the worker does next with what the stream gave.
+enum Next {
+    /// Stopped, or the stream closed.
+    End,
+    /// Pause after a stream error, then look again.
+    Pause(Duration),
+    Deliver(Delivery),
+}
+
+/// Whether the worker goes on (idle) after a pause or a busy period.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Idle,
+    End,
+}
+
+impl Worker {
+    async fn run(mut self: Box<Self>) {
+        loop {
+            // Only the idle wait is part of the task; pauses and busy
+            // periods are boxed, made when needed.
+            // (Each boxed future is made in a statement of its own: a
+            // temporary of the awaiting statement would be part of the
+            // task even once moved into its box.)
+            let item = self.next_idle().await;
+            let then: Pin<Box<dyn Future<Output = Flow> + Send + '_>> = match self.take(item) {
+                Next::End => return,
+                Next::Pause(pause) => Box::pin(self.pause(pause)),
+                Next::Deliver(delivery) => Box::pin(self.run_busy(delivery)),
+            };
+            let flow = then.await;
+            if flow == Flow::End {
+                return;
             }
-            // A permit for the next delivery: at once when idle (a fresh
-            // window is made below), else when one frees up.
-            let permit = match &mut busy {
-                None => None,
-                Some(b) => {
-                    b.follow_window(config.borrow().delivery.max_in_flight.max(1) as usize);
-                    let permit = tokio::select! {
-                        _ = stop.cancelled() => break,
-                        permit = b.semaphore.clone().acquire_owned() => match permit {
-                            Ok(p) => p,
-                            Err(_) => break,
-                        },
-                    };
-                    b.reap(&config);
-                    Some(permit)
-                }
-            };
-            // Take the next event the subscription wants. A trigger's filter
-            // runs inside the backend's `next_wanted`, before any task or
-            // request: an event that does not pass is settled at once (the
-            // in-memory log skips it in place) and the next one is taken
-            // under the same permit, so filtering costs no scheduling.
-            let item = {
-                let mut wanted = |event: &Event| filters.passes(&config.borrow(), event, &metrics);
-                match &mut busy {
-                    None => tokio::select! {
-                        _ = stop.cancelled() => break 'run,
-                        item = stream.next_wanted(&mut wanted) => item,
-                    },
-                    Some(b) => tokio::select! {
-                        _ = stop.cancelled() => break 'run,
-                        item = stream.next_wanted(&mut wanted) => item,
-                        // A delivery finished while no event was waiting:
-                        // look again (idle once the last one is done).
-                        Some(done) = b.tasks.join_next() => {
-                            Busy::log_failure(done, &config);
-                            continue 'run;
-                        }
-                    },
-                }
-            };
-            let delivery = match item {
-                None => {
-                    tracing::info!(subscription = %config.borrow().key(), "delivery stream closed");
-                    break 'run;
-                }
-                Some(Err(e)) => {
-                    stream_errors = stream_errors.saturating_add(1);
-                    let pause = Duration::from_millis(100 * u64::from(stream_errors.min(50)));
-                    tracing::warn!(subscription = %config.borrow().key(), error = %e, pause_ms = pause.as_millis() as u64, "delivery stream error");
-                    tokio::select! {
-                        _ = stop.cancelled() => break 'run,
-                        _ = Box::pin(tokio::time::sleep(pause)) => {}
-                    }
-                    continue;
-                }
-                Some(Ok(delivery)) => {
-                    stream_errors = 0;
-                    delivery
-                }
-            };
-            let b = busy.get_or_insert_with(|| Busy::new(self, &config, &metrics));
-            let permit = match permit {
-                Some(p) => p,
-                // A fresh window always has room.
-                None => match b.semaphore.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => match Box::pin(b.semaphore.clone().acquire_owned()).await {
+        }
+    }
+
+    /// Wait, idle, for the next event the subscription wants; `None` when
+    /// stopped. A trigger's filter runs inside the backend's
+    /// `next_wanted`, before any task or request: an event that does not
+    /// pass is settled at once (the in-memory log skips it in place).
+    async fn next_idle(&mut self) -> Item {
+        let mut wanted = |event: &Event| self.wanted.passes(event);
+        tokio::select! {
+            _ = self.stop.cancelled() => None,
+            item = self.stream.next_wanted(&mut wanted) => Some(item),
+        }
+    }
+
+    /// What to do with what the stream gave.
+    fn take(&mut self, item: Item) -> Next {
+        match item {
+            None => Next::End,
+            Some(None) => {
+                tracing::info!(subscription = %self.wanted.config.borrow().key(), "delivery stream closed");
+                Next::End
+            }
+            Some(Some(Err(e))) => {
+                self.stream_errors = self.stream_errors.saturating_add(1);
+                let pause = Duration::from_millis(100 * u64::from(self.stream_errors.min(50)));
+                tracing::warn!(subscription = %self.wanted.config.borrow().key(), error = %e, pause_ms = pause.as_millis() as u64, "delivery stream error");
+                Next::Pause(pause)
+            }
+            Some(Some(Ok(delivery))) => {
+                self.stream_errors = 0;
+                Next::Deliver(delivery)
+            }
+        }
+    }
+
+    /// The pause after a stream error; ends early on a stop.
+    async fn pause(&mut self, pause: Duration) -> Flow {
+        tokio::select! {
+            _ = self.stop.cancelled() => Flow::End,
+            _ = tokio::time::sleep(pause) => Flow::Idle,
+        }
+    }
+
+    /// Deliver `first` and whatever else the stream hands out while
+    /// deliveries are in flight, taking an event only when the window has
+    /// room; back to idle once the last delivery finishes. On a stop, or
+    /// when the stream closes, what was taken may finish within the drain
+    /// timeout; the rest is abandoned for the backend to hand out again.
+    async fn run_busy(&mut self, first: Delivery) -> Flow {
+        let mut busy = Busy::new(&self.deliverer, &self.wanted.config, &self.wanted.metrics);
+        // The next delivery to start, with its permit when one is held
+        // (the first has none: a fresh window has room).
+        let mut next = Some((first, None));
+        let flow = loop {
+            if let Some((delivery, permit)) = next.take() {
+                let permit = match permit {
+                    Some(p) => p,
+                    None => match busy.semaphore.clone().try_acquire_owned() {
                         Ok(p) => p,
-                        Err(_) => break,
+                        Err(_) => match busy.semaphore.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => break Flow::End,
+                        },
                     },
+                };
+                let ordered = self.wanted.config.borrow().delivery.order == DeliveryOrder::Ordered;
+                busy.start(delivery, permit, ordered);
+            }
+            busy.reap();
+            if busy.tasks.is_empty() {
+                break Flow::Idle;
+            }
+            // Room for the next delivery, or a stop.
+            busy.follow_window(self.wanted.config.borrow().delivery.max_in_flight.max(1) as usize);
+            let permit = tokio::select! {
+                _ = self.stop.cancelled() => break Flow::End,
+                permit = busy.semaphore.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break Flow::End,
                 },
             };
-            let ordered = config.borrow().delivery.order == DeliveryOrder::Ordered;
-            b.start(delivery, permit, ordered);
+            busy.reap();
+            if busy.tasks.is_empty() {
+                break Flow::Idle;
+            }
+            let Worker {
+                wanted: filter,
+                stream,
+                stop,
+                ..
+            } = &mut *self;
+            let mut wanted = |event: &Event| filter.passes(event);
+            let item = tokio::select! {
+                _ = stop.cancelled() => None,
+                item = stream.next_wanted(&mut wanted) => Some(item),
+                // A delivery finished while no event was waiting: look
+                // again (idle once the last one is done).
+                Some(done) = busy.tasks.join_next() => {
+                    busy.log_failure(done);
+                    continue;
+                }
+            };
+            match self.take(item) {
+                Next::End => break Flow::End,
+                Next::Pause(pause) => {
+                    drop(permit);
+                    if self.pause(pause).await == Flow::End {
+                        break Flow::End;
+                    }
+                }
+                Next::Deliver(delivery) => next = Some((delivery, Some(permit))),
+            }
+        };
+        if flow == Flow::End {
+            busy.drain(self.deliverer.opts.drain_timeout).await;
         }
-        // Drain: what was taken from the stream may finish within the
-        // deadline; then the rest is abandoned for the backend to redeliver.
-        // Boxed, like the pause above: a future held across an await is
-        // part of every idle worker's task.
-        if let Some(b) = busy {
-            Box::pin(b.drain(self.opts.drain_timeout, &config)).await;
-        }
+        flow
     }
 }
 
@@ -285,10 +393,10 @@ impl Busy {
         deliverer: &Deliverer,
         config: &SubscriptionConfig,
         metrics: &Arc<SubscriptionMetrics>,
-    ) -> Box<Busy> {
+    ) -> Busy {
         let window = config.borrow().delivery.max_in_flight.max(1) as usize;
         let abort = CancellationToken::new();
-        Box::new(Busy {
+        Busy {
             window,
             semaphore: Arc::new(Semaphore::new(window)),
             job: Arc::new(Job {
@@ -300,7 +408,7 @@ impl Busy {
             abort,
             lanes: Arc::default(),
             tasks: JoinSet::new(),
-        })
+        }
     }
 
     /// Follow a change of the subscription's in-flight window.
@@ -313,16 +421,16 @@ impl Busy {
         }
     }
 
-    fn log_failure(done: Result<(), tokio::task::JoinError>, config: &SubscriptionConfig) {
+    fn log_failure(&self, done: Result<(), tokio::task::JoinError>) {
         if let Err(e) = done {
-            tracing::error!(subscription = %config.borrow().key(), error = %e, "delivery task failed");
+            tracing::error!(subscription = %self.job.config.borrow().key(), error = %e, "delivery task failed");
         }
     }
 
     /// Collect the deliveries that finished.
-    fn reap(&mut self, config: &SubscriptionConfig) {
+    fn reap(&mut self) {
         while let Some(done) = self.tasks.try_join_next() {
-            Busy::log_failure(done, config);
+            self.log_failure(done);
         }
     }
 
@@ -377,16 +485,15 @@ impl Busy {
 
     /// Let the deliveries in flight finish within `timeout`, then abandon
     /// the rest (the backend hands them out again).
-    async fn drain(mut self: Box<Self>, timeout: Duration, config: &SubscriptionConfig) {
-        let tasks = &mut self.tasks;
+    async fn drain(mut self, timeout: Duration) {
         let drained = tokio::time::timeout(timeout, async {
-            while let Some(done) = tasks.join_next().await {
-                Busy::log_failure(done, config);
+            while let Some(done) = self.tasks.join_next().await {
+                self.log_failure(done);
             }
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(subscription = %config.borrow().key(), in_flight = self.tasks.len(), "drain timeout: abandoning deliveries in flight");
+            tracing::warn!(subscription = %self.job.config.borrow().key(), in_flight = self.tasks.len(), "drain timeout: abandoning deliveries in flight");
             self.abort.cancel();
             while self.tasks.join_next().await.is_some() {}
         }

@@ -211,7 +211,7 @@ impl Job {
                                     (
                                         Verdict::Retry,
                                         Failure {
-                                            destination: reply_url.clone(),
+                                            destination: (**reply_url).clone(),
                                             last: answer,
                                         },
                                     )

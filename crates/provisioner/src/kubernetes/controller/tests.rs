@@ -706,11 +706,11 @@ async fn a_broker_and_its_triggers_are_served_owned_and_reported() {
         "a Service reference plus a relative uri, resolved by the controller"
     );
     assert_eq!(
-        orders_sub.reply.as_ref().map(Url::as_str),
+        orders_sub.reply.as_deref().map(Url::as_str),
         Some(format!("http://{BROKER_HOST}/").as_str())
     );
     assert_eq!(
-        orders_sub.dead_letter.as_ref().map(Url::as_str),
+        orders_sub.dead_letter.as_deref().map(Url::as_str),
         Some("http://dlq.shop.svc.cluster.local/"),
         "the broker's delivery is the triggers' default"
     );
@@ -722,7 +722,7 @@ async fn a_broker_and_its_triggers_are_served_owned_and_reported() {
         .find(|s| s.name == "audit")
         .expect("audit");
     assert_eq!(
-        audit.reply.as_ref().map(Url::as_str),
+        audit.reply.as_deref().map(Url::as_str),
         Some(format!("http://{BROKER_HOST}/").as_str())
     );
     assert!(

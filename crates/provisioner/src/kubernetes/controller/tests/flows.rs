@@ -78,7 +78,7 @@ async fn a_sequence_is_served_owned_and_reported() {
         "a Service step, resolved by the controller"
     );
     assert_eq!(
-        first.reply.as_ref().map(Url::host_str),
+        first.reply.as_deref().map(Url::host_str),
         Some(Some(host("pipeline-kn-sequence-1").as_str())),
         "step 0 replies into step 1's channel"
     );
@@ -89,7 +89,7 @@ async fn a_sequence_is_served_owned_and_reported() {
     );
     assert_eq!(second.delivery.retry, 2, "the step's own delivery");
     assert_eq!(
-        second.reply.as_ref().map(Url::host_str),
+        second.reply.as_deref().map(Url::host_str),
         Some(Some(host("orders").as_str())),
         "the last step replies to spec.reply"
     );
@@ -101,7 +101,7 @@ async fn a_sequence_is_served_owned_and_reported() {
         .find(|s| s.name == "audit")
         .expect("audit");
     assert_eq!(
-        audit.reply.as_ref().map(Url::host_str),
+        audit.reply.as_deref().map(Url::host_str),
         Some(Some(host("pipeline-kn-sequence-0").as_str()))
     );
     assert!(
@@ -208,7 +208,7 @@ async fn a_parallel_branch_that_cannot_be_resolved_is_reported_while_its_channel
             (
                 s.name.as_str(),
                 s.subscriber.as_ref().map(Url::as_str),
-                s.reply.as_ref().and_then(Url::host_str),
+                s.reply.as_deref().and_then(Url::host_str),
             )
         })
         .collect();
@@ -228,7 +228,7 @@ async fn a_parallel_branch_that_cannot_be_resolved_is_reported_while_its_channel
     );
     let all = &channel(&contract, "fanout-kn-parallel-1").subscriptions[0];
     assert_eq!(
-        all.reply.as_ref().map(Url::as_str),
+        all.reply.as_deref().map(Url::as_str),
         Some("http://log.shop.svc.cluster.local/")
     );
 
