@@ -630,7 +630,7 @@ pub fn compile(m: &Manifests) -> Compiled {
             subscriptions: Vec::new(),
             namespace: ns,
             name,
-            broker,
+            broker: broker.map(Box::new),
         });
     }
 

@@ -269,9 +269,10 @@ pub struct ChannelContract {
     /// same entry as the channel, not a copy of it.
     #[serde(default)]
     pub subscriptions: Vec<std::sync::Arc<SubscriptionContract>>,
-    /// Set when the channel backs a Broker.
+    /// Set when the channel backs a Broker (boxed: most channels do not,
+    /// and a dispatcher keeps every entry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broker: Option<BrokerContract>,
+    pub broker: Option<Box<BrokerContract>>,
 }
 
 fn default_kind() -> String {
