@@ -48,7 +48,7 @@ case "$BACKEND" in
     PIDS+=($!)
     URL="nats://127.0.0.1:$BROKER_PORT"
     DISPATCHER=nats-dispatcher
-    DISPATCHER_ARGS="--nats-url $URL"
+    DISPATCHER_ARGS="--nats-url $URL ${BENCH_DISPATCHER_ARGS:-}"
     CLASS_YAML=$'apiVersion: eventing.knative.dev/v1alpha1\nkind: ClusterChannelProvisioner\nmetadata: {name: nats, annotations: {eventing.knative.dev/is-default-provisioner: "true"}}\nspec: {backend: nats}\n'
     RAW=(raw-nats --url "$URL")
     ;;
@@ -60,7 +60,7 @@ case "$BACKEND" in
     PIDS+=($!)
     URL="127.0.0.1:$BROKER_PORT"
     DISPATCHER=kafka-dispatcher
-    DISPATCHER_ARGS="--bootstrap-servers $URL"
+    DISPATCHER_ARGS="--bootstrap-servers $URL ${BENCH_DISPATCHER_ARGS:-}"
     # One record per producer batch on both sides: tansu 0.6 cannot fetch
     # from inside a batch (docs/kafka.md). The bench's events have no
     # partition key: no sticky partitioning, so they spread over the

@@ -40,8 +40,8 @@ SEND_PID=$!
 PIDS+=($SEND_PID)
 SECS=${DURATION%s}
 sleep 2
-perf record -F 499 -e cpu-clock -g -p "$DISP_PID" -o "$OUT/perf-$SUBS.data" -- sleep $((SECS - 4)) 2> /dev/null
+perf record -F 499 -e cpu-clock --call-graph dwarf,16384 -p "$DISP_PID" -o "$OUT/perf-$SUBS.data" -- sleep $((SECS - 4)) 2> /dev/null
 wait "$SEND_PID" || true
 echo "ingress: $(cat "$WORK/send.json")" >&2
 perf report -i "$OUT/perf-$SUBS.data" --no-children --sort symbol --stdio 2> /dev/null \
-  | grep -E '^ +[0-9]' | head -40
+  | grep -E "^ +[0-9]" | sed -E "s/ +-? +-? *$//; s/ {2,}/ /g" | head -40
