@@ -439,7 +439,7 @@ impl Dataplane {
         }
 
         // 1. Removed channels: unroute, stop their workers, release resources.
-        let removed: Vec<String> = applied
+        let removed: std::collections::BTreeSet<String> = applied
             .channels
             .keys()
             .filter(|uid| !desired.contains_key(*uid))
@@ -449,16 +449,19 @@ impl Dataplane {
             let keep: Vec<Arc<ChannelContract>> = applied
                 .channels
                 .iter()
-                .filter(|(uid, _)| !removed.contains(uid))
+                .filter(|(uid, _)| !removed.contains(*uid))
                 .map(|(_, (c, _))| c.clone())
                 .collect();
             self.publish_routes(&keep);
         }
         for uid in &removed {
+            // The channel's workers are one range of the map (keys sort
+            // by channel uid first): no scan of every worker per channel.
             let keys: Vec<(String, String)> = applied
                 .workers
-                .keys()
-                .filter(|(c, _)| c == uid)
+                .range((uid.clone(), String::new())..)
+                .map(|(key, _)| key)
+                .take_while(|(c, _)| c == uid)
                 .cloned()
                 .collect();
             let mut stopping = Vec::new();
