@@ -61,15 +61,9 @@ pub struct NatsArgs {
 
     /// Timeout of JetStream requests: publish acks (ingress answers 503
     /// after it), stream and consumer management, ack confirmations
-    /// (`--nats-confirm-acks`).
+    /// (`nats-dispatcher --nats-confirm-acks`).
     #[arg(long, env = "KN_CHANNEL_NATS_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub nats_request_timeout: Duration,
-
-    /// Wait for the server to confirm every final ack (a round trip per
-    /// event). Off: acks are sent plainly; one lost in a crash or a
-    /// disconnection is a redelivery, which at-least-once delivery allows.
-    #[arg(long, env = "KN_CHANNEL_NATS_CONFIRM_ACKS")]
-    pub nats_confirm_acks: bool,
 
     /// Longest pause between reconnection attempts (backoff from 100ms).
     #[arg(long, env = "KN_CHANNEL_NATS_MAX_RECONNECT_DELAY", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -90,7 +84,6 @@ impl std::fmt::Debug for NatsArgs {
             .field("nats_tls_cert_file", &self.nats_tls_cert_file)
             .field("nats_tls_key_file", &self.nats_tls_key_file)
             .field("nats_request_timeout", &self.nats_request_timeout)
-            .field("nats_confirm_acks", &self.nats_confirm_acks)
             .field("nats_max_reconnect_delay", &self.nats_max_reconnect_delay)
             .finish()
     }
@@ -113,7 +106,6 @@ impl NatsArgs {
             request_timeout: self.nats_request_timeout,
             max_reconnect_delay: self.nats_max_reconnect_delay,
             client_name: client_name.to_owned(),
-            confirm_acks: self.nats_confirm_acks,
             ..NatsOptions::default()
         }
     }

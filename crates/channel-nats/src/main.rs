@@ -25,6 +25,12 @@ struct Cli {
 
     #[command(flatten)]
     nats: NatsArgs,
+
+    /// Wait for the server to confirm every final ack (a round trip per
+    /// event). Off: acks are sent plainly; one lost in a crash or a
+    /// disconnection is a redelivery, which at-least-once delivery allows.
+    #[arg(long, env = "KN_CHANNEL_NATS_CONFIRM_ACKS")]
+    nats_confirm_acks: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,7 +39,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let options = cli.nats.options("nats-dispatcher");
+    let options = channel_nats::NatsOptions {
+        confirm_acks: cli.nats_confirm_acks,
+        ..cli.nats.options("nats-dispatcher")
+    };
     runtime.block_on(async move {
         let backend = Arc::new(NatsBackend::connect(options).await?);
         dispatcher::run(cli.dispatcher, backend).await
@@ -52,6 +61,15 @@ mod tests {
             cli.nats.nats_request_timeout,
             std::time::Duration::from_secs(5)
         );
+        assert!(!cli.nats_confirm_acks, "acks are plain unless asked");
+        let cli = Cli::try_parse_from([
+            "nats-dispatcher",
+            "--manifests",
+            "m.yaml",
+            "--nats-confirm-acks",
+        ])
+        .unwrap();
+        assert!(cli.nats_confirm_acks);
         assert!(Cli::try_parse_from([
             "nats-dispatcher",
             "--manifests",
