@@ -32,8 +32,9 @@ command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
 # BENCH_PROFILE=release measures the release build (ratios are taken
 # within one run either way); the default is the fully optimised build.
 PROFILE=${BENCH_PROFILE:-production}
-cargo build --profile "$PROFILE" --quiet -p loadgen -p channel-inmemory
-BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
+# BENCH_BIN measures binaries already built (another commit's, say).
+[ -n "${BENCH_BIN:-}" ] || cargo build --profile "$PROFILE" --quiet -p loadgen -p channel-inmemory
+BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/$PROFILE}
 mkdir -p "$OUT"
 
 # shellcheck source=bench/common.sh
