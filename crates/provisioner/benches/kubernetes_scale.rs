@@ -19,8 +19,11 @@
 mod fake;
 
 use bytes::Bytes;
-use channel_core::{BackendKind, Contract};
-use fake::{seed_channels, subscription_path, Shared, SCALE_NAMESPACES};
+use channel_core::BackendKind;
+use fake::{
+    dispatcher_contract, dispatcher_status, scale_objects, seed_channels, subscription_path,
+    Shared, SCALE_NAMESPACES,
+};
 use http::{Request, Response};
 use http_body_util::Full;
 use provisioner::cycle::{http_client, Cycle};
@@ -34,23 +37,19 @@ const SYSTEM: &str = "knative-channels";
 
 /// What the run loop's watch caches would hand the controller.
 fn snapshot(state: &Shared) -> Snapshot {
-    let s = state.lock().unwrap_or_else(|e| e.into_inner());
-    let mut snap = Snapshot::default();
-    for (path, o) in &s.objects {
-        if path.contains("/inmemorychannels/") {
-            snap.channels
-                .push(serde_json::from_value(o.clone()).expect("channel"));
-        } else if path.contains("/subscriptions/") {
-            snap.subscriptions
-                .push(serde_json::from_value(o.clone()).expect("subscription"));
-        } else if path.contains("/configmaps/")
-            && !o["metadata"]["labels"][CONTRACT_LABEL].is_null()
-        {
-            snap.contract_maps
-                .push(serde_json::from_value(o.clone()).expect("configmap"));
-        }
+    let [channels, subscriptions, contract_maps] = scale_objects(state, CONTRACT_LABEL);
+    fn parse<T: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<T> {
+        objects
+            .into_iter()
+            .map(|o| serde_json::from_value(o).expect("object"))
+            .collect()
     }
-    snap
+    Snapshot {
+        channels: parse(channels),
+        subscriptions: parse(subscriptions),
+        contract_maps: parse(contract_maps),
+        ..Snapshot::default()
+    }
 }
 
 /// A dispatcher admin endpoint reporting the in-memory contract last
@@ -64,43 +63,16 @@ async fn fake_dispatcher(state: Shared) -> Url {
         while let Ok((stream, _)) = listener.accept().await {
             let state = state.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |_: Request<hyper::body::Incoming>| {
+                let service =
+                    hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| {
                         let state = state.clone();
                         async move {
-                            let path = format!(
-                            "/api/v1/namespaces/{SYSTEM}/configmaps/inmemory-dispatcher-contract"
-                        );
-                            let text = state
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .objects
-                                .get(&path)
-                                .and_then(|m| {
-                                    m["data"]["inmemory.json"].as_str().map(str::to_owned)
-                                });
-                            let contract = text
-                                .and_then(|t| Contract::from_json(t.as_bytes()).ok())
-                                .unwrap_or_default();
-                            let channels: Vec<Value> = contract
-                            .channels
-                            .iter()
-                            .map(|c| json!({
-                                "uid": c.uid, "namespace": c.namespace, "name": c.name,
-                                "address": c.address(), "ready": true,
-                                "subscriptions": c.subscriptions.iter().map(|s| json!({
-                                    "uid": s.uid, "name": s.name, "generation": s.generation, "ready": true
-                                })).collect::<Vec<_>>(),
-                            }))
-                            .collect();
-                            let body = json!({"generation": contract.generation, "backend": "inmemory",
-                                          "channels": channels, "problems": []});
+                            let body = dispatcher_status(&dispatcher_contract(&state, SYSTEM));
                             Ok::<_, std::convert::Infallible>(Response::new(Full::new(
                                 Bytes::from(body.to_string()),
                             )))
                         }
-                    },
-                );
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;

@@ -254,3 +254,60 @@ pub fn seed_channels(state: &Shared, channels: usize) {
         );
     }
 }
+
+/// The in-memory contract last written to `system`'s
+/// `inmemory-dispatcher-contract` ConfigMap (empty when none is).
+pub fn dispatcher_contract(state: &Shared, system: &str) -> channel_core::Contract {
+    let path = format!("/api/v1/namespaces/{system}/configmaps/inmemory-dispatcher-contract");
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .objects
+        .get(&path)
+        .and_then(|m| m["data"]["inmemory.json"].as_str().map(str::to_owned))
+        .and_then(|t| channel_core::Contract::from_json(t.as_bytes()).ok())
+        .unwrap_or_default()
+}
+
+/// A dispatcher's `/status` document reporting `contract` applied and
+/// every channel and subscription in it ready.
+pub fn dispatcher_status(contract: &channel_core::Contract) -> Value {
+    let channels: Vec<Value> = contract
+        .channels
+        .iter()
+        .map(|c| {
+            json!({
+                "uid": c.uid, "namespace": c.namespace, "name": c.name,
+                "address": c.address(), "ready": true,
+                "subscriptions": c.subscriptions.iter().map(|s| json!({
+                    "uid": s.uid, "name": s.name, "generation": s.generation, "ready": true
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"generation": contract.generation, "backend": "inmemory",
+           "channels": channels, "problems": []})
+}
+
+/// The objects of the scale test and bench as the watch caches would hold
+/// them: InMemoryChannels, Subscriptions, and the ConfigMaps carrying
+/// `contract_label`.
+pub fn scale_objects(state: &Shared, contract_label: &str) -> [Vec<Value>; 3] {
+    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kinds: [Vec<Value>; 3] = Default::default();
+    for (path, o) in &s.objects {
+        let kind = if path.contains("/inmemorychannels/") {
+            0
+        } else if path.contains("/subscriptions/") {
+            1
+        } else if path.contains("/configmaps/")
+            && !o["metadata"]["labels"][contract_label].is_null()
+        {
+            2
+        } else {
+            continue;
+        };
+        kinds[kind].push(o.clone());
+    }
+    kinds
+}

@@ -4,7 +4,7 @@
 //! stale one), server-side apply, 404 `Status` documents, and Events.
 
 use super::*;
-use crate::kubernetes::fake::{client, Shared};
+use crate::kubernetes::fake::{client, dispatcher_contract, dispatcher_status, Shared};
 use crate::provision::{Provisioner, Schedule, Tracker};
 use bytes::Bytes;
 use channel_core::broker::{BROKER_CLASS_ANNOTATION, INJECTION_LABEL};
@@ -40,8 +40,8 @@ async fn fake_dispatcher_held(state: Shared, held: Held) -> Url {
             };
             let (state, held) = (state.clone(), held.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: Request<hyper::body::Incoming>| {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (state, held) = (state.clone(), held.clone());
                         async move {
                             // What ingress observed, as tests put it.
@@ -58,37 +58,14 @@ async fn fake_dispatcher_held(state: Shared, held: Held) -> Url {
                                 ));
                             }
                             let held = held.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                            let path = format!("/api/v1/namespaces/{SYSTEM}/configmaps/inmemory-dispatcher-contract");
-                            let contract = state
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .objects
-                                .get(&path)
-                                .and_then(|m| {
-                                    m["data"]["inmemory.json"].as_str().map(str::to_owned)
-                                })
-                                .and_then(|t| Contract::from_json(t.as_bytes()).ok())
-                                .unwrap_or_default();
-                            let contract = held.unwrap_or(contract);
-                            let channels: Vec<Value> = contract
-                            .channels
-                            .iter()
-                            .map(|c| json!({
-                                "uid": c.uid, "namespace": c.namespace, "name": c.name,
-                                "address": c.address(), "ready": true,
-                                "subscriptions": c.subscriptions.iter().map(|s| json!({
-                                    "uid": s.uid, "name": s.name, "generation": s.generation, "ready": true
-                                })).collect::<Vec<_>>(),
-                            }))
-                            .collect();
-                            let body = json!({"generation": contract.generation, "backend": "inmemory",
-                                          "channels": channels, "problems": []});
+                            let contract =
+                                held.unwrap_or_else(|| dispatcher_contract(&state, SYSTEM));
+                            let body = dispatcher_status(&contract);
                             Ok::<_, std::convert::Infallible>(Response::new(Full::new(
                                 Bytes::from(body.to_string()),
                             )))
                         }
-                    },
-                );
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;

@@ -4,7 +4,7 @@
 //! 10,000 channels in a release build.)
 
 use super::*;
-use crate::kubernetes::fake::{channel_path, seed_channels, subscription_path};
+use crate::kubernetes::fake::{channel_path, scale_objects, seed_channels, subscription_path};
 use std::collections::BTreeSet;
 
 /// InMemoryChannels, each with one Subscription (the bench runs 10,000).
@@ -13,23 +13,19 @@ const CHANNELS: usize = 2_000;
 /// What the watch caches would hand the controller (the shared
 /// `snapshot` knows `channels`, not `inmemorychannels`).
 fn snapshot_many(state: &Shared) -> Snapshot {
-    let s = state.lock().unwrap_or_else(|e| e.into_inner());
-    let mut snap = Snapshot::default();
-    for (path, o) in &s.objects {
-        if path.contains("/inmemorychannels/") {
-            snap.channels
-                .push(serde_json::from_value(o.clone()).expect("channel"));
-        } else if path.contains("/subscriptions/") {
-            snap.subscriptions
-                .push(serde_json::from_value(o.clone()).expect("subscription"));
-        } else if path.contains("/configmaps/")
-            && !o["metadata"]["labels"][CONTRACT_LABEL].is_null()
-        {
-            snap.contract_maps
-                .push(serde_json::from_value(o.clone()).expect("configmap"));
-        }
+    let [channels, subscriptions, contract_maps] = scale_objects(state, CONTRACT_LABEL);
+    fn parse<T: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<T> {
+        objects
+            .into_iter()
+            .map(|o| serde_json::from_value(o).expect("object"))
+            .collect()
     }
-    snap
+    Snapshot {
+        channels: parse(channels),
+        subscriptions: parse(subscriptions),
+        contract_maps: parse(contract_maps),
+        ..Snapshot::default()
+    }
 }
 
 /// Run a round; the (method, path) of every write it made, Events apart.
