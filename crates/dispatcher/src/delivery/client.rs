@@ -1,5 +1,5 @@
-//! The HTTP client that sends events: one pooled keep-alive client per
-//! dispatcher, with a resolver that reaches channels served by this
+//! The HTTP client that sends events: keep-alive HTTP/1.1 connections per
+//! origin ([`super::connections`]), with a resolver that reaches channels served by this
 //! dispatcher without cluster DNS, over HTTP or HTTPS. HTTPS destinations
 //! are verified against the system's roots plus the dispatcher's
 //! `--delivery-ca-certs`; a certificate that does not verify fails the
@@ -14,6 +14,7 @@
 //! identity ([`Signer`]). A bundle that is not PEM, or a token that cannot
 //! be signed, fails the attempt with the reason.
 
+use super::connections::Connections;
 use super::LocalRoutes;
 use crate::auth::identity::Signer;
 use bytes::Bytes;
@@ -22,43 +23,27 @@ use channel_core::event::{encode_binary, encode_structured, Event};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Resolves local channel hosts to this dispatcher's ingress, everything
 /// else through the system resolver.
 #[derive(Clone, Debug)]
 pub struct Resolver {
-    local: Option<Arc<dyn LocalRoutes>>,
+    pub(super) local: Option<Arc<dyn LocalRoutes>>,
 }
 
-impl tower_service::Service<Name> for Resolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        if let Some(addr) = self.local.as_ref().and_then(|l| l.resolve(name.as_str())) {
-            return Box::pin(async move { Ok(vec![addr].into_iter()) });
+impl Resolver {
+    /// The addresses of `host` (a port of 0 means "the URL's"): this
+    /// dispatcher's ingress for a local channel host, else the system
+    /// resolver's.
+    pub async fn resolve(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
+        if let Some(addr) = self.local.as_ref().and_then(|l| l.resolve(host)) {
+            return Ok(vec![addr]);
         }
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            Ok(addrs.into_iter())
-        })
+        Ok(tokio::net::lookup_host((host, 0)).await?.collect())
     }
 }
 
@@ -86,22 +71,20 @@ impl Attempt {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
-
 /// At most this many distinct destination CA bundles get a pool of their
 /// own at once; more empty the set (pools are made again on use).
 const MAX_CA_POOLS: usize = 256;
 
-/// Sends events over pooled HTTP/1.1 connections.
+/// Sends events over keep-alive HTTP/1.1 connections, one set per origin.
 #[derive(Debug, Clone)]
 pub struct EventClient {
-    client: HttpsClient,
+    client: Connections,
     max_body: usize,
     local: Option<Arc<dyn LocalRoutes>>,
     /// The roots every destination is verified against.
     roots: Arc<rustls::RootCertStore>,
     /// Pools of destinations with their own CA certificates, by bundle.
-    by_ca: Arc<Mutex<HashMap<String, Result<HttpsClient, String>>>>,
+    by_ca: Arc<Mutex<HashMap<String, Result<Connections, String>>>>,
     /// Signs the tokens destinations with an audience get.
     signer: Option<Arc<Signer>>,
 }
@@ -148,7 +131,7 @@ impl EventClient {
 
     /// The pool of a destination with its own CA certificates (made on
     /// first use).
-    fn pool_for(&self, pem: &str) -> Result<HttpsClient, String> {
+    fn pool_for(&self, pem: &str) -> Result<Connections, String> {
         let mut pools = self.by_ca.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = pools.get(pem) {
             return p.clone();
@@ -239,19 +222,14 @@ impl EventClient {
             Err(e) => return failed(format!("cannot build request: {e}")),
         };
         let exchange = async {
-            let response = pool.request(request).await.map_err(|e| {
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    reason.push_str(": ");
-                    reason.push_str(&s.to_string());
-                    source = s.source();
-                }
-                reason
-            })?;
+            let (response, lease) = pool.send(request).await?;
             let (parts, body) = response.into_parts();
             let (body, truncated) = match Limited::new(body, self.max_body).collect().await {
-                Ok(collected) => (collected.to_bytes(), false),
+                Ok(collected) => {
+                    // Read to its end: the connection serves the next send.
+                    pool.give_back(lease);
+                    (collected.to_bytes(), false)
+                }
                 Err(e)
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
                         .is_some() =>
@@ -287,23 +265,7 @@ pub struct Target<'a> {
     pub identity: Option<&'a str>,
 }
 
-/// A keep-alive pool verifying HTTPS against `roots`.
-fn pool(local: Option<Arc<dyn LocalRoutes>>, roots: rustls::RootCertStore) -> HttpsClient {
-    let mut connector = HttpConnector::new_with_resolver(Resolver { local });
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector.enforce_http(false);
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .build(connector)
+/// Keep-alive connections verifying HTTPS against `roots`.
+fn pool(local: Option<Arc<dyn LocalRoutes>>, roots: rustls::RootCertStore) -> Connections {
+    Connections::new(Resolver { local }, roots)
 }

@@ -13,6 +13,7 @@
 //! the order the backend hands them out, retries included; other keys go on.
 
 mod client;
+mod connections;
 pub mod retry;
 #[cfg(test)]
 mod tests;
@@ -438,11 +439,8 @@ impl Busy {
     /// ordered subscription, behind the deliveries of the same key.
     fn start(&mut self, delivery: Delivery, permit: OwnedSemaphorePermit, ordered: bool) {
         if !ordered {
-            let job = self.job.clone();
-            self.tasks.spawn(async move {
-                job.deliver(delivery).await;
-                drop(permit);
-            });
+            self.tasks
+                .spawn(delivery_task(self.job.clone(), delivery, permit));
             return;
         }
         // Ordered: queue behind the same key; start a lane if none runs.
@@ -476,7 +474,7 @@ impl Busy {
                     let Some((delivery, permit)) = next else {
                         break;
                     };
-                    job.deliver(delivery).await;
+                    Box::pin(job.deliver(delivery)).await;
                     drop(permit);
                 }
             });
@@ -500,6 +498,15 @@ impl Busy {
     }
 }
 
+/// The task of one unordered delivery. Spawning moves a task's future
+/// through several frames, so this one is kept a few pointers wide: the
+/// delivery's own state (a few kilobytes) is made once, on the heap, when
+/// the task first runs.
+async fn delivery_task(job: Arc<Job>, delivery: Delivery, permit: OwnedSemaphorePermit) {
+    Box::pin(job.deliver(delivery)).await;
+    drop(permit);
+}
+
 impl Job {
     /// Deliver one event to its final outcome (or abandon it on abort) and
     /// settle it with the backend.
@@ -519,7 +526,6 @@ impl Job {
         let mut pauses = 0u32;
         loop {
             let sub = self.config.borrow().clone();
-            let policy = &sub.delivery;
             // 1-2. The subscriber and the reply.
             let sent = match &sub.trigger {
                 Some(_) => self.deliver_to_trigger(&sub, event).await,
@@ -528,42 +534,64 @@ impl Job {
             let Err(failure) = sent else {
                 return Outcome::Delivered;
             };
-            // 3. The dead-letter sink.
-            let Some(dead_letter) = &sub.dead_letter else {
-                self.metrics.dropped();
-                tracing::warn!(
+            // 3. The dead-letter sink. Boxed: rare, and its state would
+            // widen every delivery's.
+            if let Some(outcome) =
+                Box::pin(self.dead_letter(&sub, event, failure, &mut pauses)).await
+            {
+                return outcome;
+            }
+        }
+    }
+
+    /// Send the event that failed with `failure` to the dead-letter sink:
+    /// the outcome, or `None` to start over after a pause when the sink
+    /// failed too (`pauses` counts them).
+    async fn dead_letter(
+        &self,
+        sub: &SubscriptionContract,
+        event: &Event,
+        failure: Failure,
+        pauses: &mut u32,
+    ) -> Option<Outcome> {
+        let Some(dead_letter) = &sub.dead_letter else {
+            self.metrics.dropped();
+            tracing::warn!(
+                subscription = %sub.key(),
+                event_id = %event.id,
+                destination = %failure.destination,
+                status = failure.last.status(),
+                "delivery failed and there is no dead-letter sink: event dropped"
+            );
+            return Some(Outcome::Dropped);
+        };
+        let dead = with_error_extensions(event, &failure);
+        let to = target(sub, |a| a.dead_letter.as_ref());
+        match self
+            .send(dead_letter, to, &dead, &sub.delivery, false)
+            .await
+        {
+            Sent::Ok(_) => {
+                self.metrics.dead_lettered();
+                tracing::info!(subscription = %sub.key(), event_id = %event.id, destination = %failure.destination, status = failure.last.status(), "event dead-lettered");
+                Some(Outcome::DeadLettered)
+            }
+            Sent::Failed(dl) => {
+                // Never drop an event because the dead-letter sink is down:
+                // pause, then start over.
+                *pauses = pauses.saturating_add(1);
+                let pause =
+                    Duration::from_secs(1u64 << (*pauses).min(5)).min(MAX_DEAD_LETTER_PAUSE);
+                tracing::error!(
                     subscription = %sub.key(),
                     event_id = %event.id,
-                    destination = %failure.destination,
-                    status = failure.last.status(),
-                    "delivery failed and there is no dead-letter sink: event dropped"
+                    dead_letter = %dl.destination,
+                    status = dl.last.status(),
+                    pause_ms = pause.as_millis() as u64,
+                    "dead-letter sink failed too; the event is kept and delivery starts over"
                 );
-                return Outcome::Dropped;
-            };
-            let dead = with_error_extensions(event, &failure);
-            let to = target(&sub, |a| a.dead_letter.as_ref());
-            match self.send(dead_letter, to, &dead, policy, false).await {
-                Sent::Ok(_) => {
-                    self.metrics.dead_lettered();
-                    tracing::info!(subscription = %sub.key(), event_id = %event.id, destination = %failure.destination, status = failure.last.status(), "event dead-lettered");
-                    return Outcome::DeadLettered;
-                }
-                Sent::Failed(dl) => {
-                    // Never drop an event because the dead-letter sink is down:
-                    // pause, then start over.
-                    pauses = pauses.saturating_add(1);
-                    let pause =
-                        Duration::from_secs(1u64 << pauses.min(5)).min(MAX_DEAD_LETTER_PAUSE);
-                    tracing::error!(
-                        subscription = %sub.key(),
-                        event_id = %event.id,
-                        dead_letter = %dl.destination,
-                        status = dl.last.status(),
-                        pause_ms = pause.as_millis() as u64,
-                        "dead-letter sink failed too; the event is kept and delivery starts over"
-                    );
-                    tokio::time::sleep(pause).await;
-                }
+                tokio::time::sleep(pause).await;
+                None
             }
         }
     }
