@@ -35,9 +35,10 @@ command -v nginx >/dev/null || { echo "nginx is needed: apt-get install -y nginx
 # BENCH_PROFILE=release measures the release build (ratios are taken
 # within one run either way); the default is the fully optimised build.
 PROFILE=${BENCH_PROFILE:-production}
-cargo build --profile "$PROFILE" --quiet -p loadgen -p "channel-$BACKEND"
+# BENCH_BIN measures binaries already built (another commit's, say).
+[ -n "${BENCH_BIN:-}" ] || cargo build --profile "$PROFILE" --quiet -p loadgen -p "channel-$BACKEND"
 # Where cargo put them (it honours CARGO_TARGET_DIR).
-BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
+BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/$PROFILE}
 . bench/common.sh
 start_nginx
 

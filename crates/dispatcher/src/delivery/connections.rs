@@ -30,8 +30,14 @@ use tokio::net::TcpStream;
 
 /// How long a connection may stay idle before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most idle connections kept per origin.
-pub const MAX_IDLE_PER_ORIGIN: usize = 1024;
+/// Most idle connections kept per origin. Above the deliveries in flight to
+/// one subscriber, so that connections are not closed and opened again
+/// under load: ten subscriptions of one subscriber with the default window
+/// (256) keep their 2,560 connections. (With hyper-util's pool, capped at
+/// 1,024, the connections above the cap were closed on every return, and
+/// their TIME_WAIT sockets could exhaust the ephemeral ports of a busy
+/// node.) Idle connections close after [`IDLE_TIMEOUT`].
+pub const MAX_IDLE_PER_ORIGIN: usize = 4096;
 /// Longest time to open a TCP connection (all addresses of a host).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// TCP keep-alive probes start after this much silence.
