@@ -275,13 +275,7 @@ async fn a_reload_keeps_unchanged_channels_and_replaces_changed_ones() {
         Arc::new(InMemoryBackend::new(Limits::default())),
         Deliverer::new(
             metrics.clone(),
-            DeliveryOptions {
-                drain_timeout: Duration::from_secs(1),
-                max_reply_bytes: 1024,
-                local_routes: None,
-                ca_certs: Vec::new(),
-                signer: None,
-            },
+            DeliveryOptions::basic(Duration::from_secs(1), 1024),
         ),
         metrics,
         routes.clone(),
@@ -328,13 +322,7 @@ async fn an_idle_subscription_is_a_small_waiting_task() {
     let metrics = Arc::new(Metrics::new());
     let deliverer = Deliverer::new(
         metrics.clone(),
-        DeliveryOptions {
-            drain_timeout: Duration::from_secs(1),
-            max_reply_bytes: 1024,
-            local_routes: None,
-            ca_certs: Vec::new(),
-            signer: None,
-        },
+        DeliveryOptions::basic(Duration::from_secs(1), 1024),
     );
     let metrics = deliverer.subscription_metrics(&c, &s);
     let worker = deliverer.run_subscription(

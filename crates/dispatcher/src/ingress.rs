@@ -397,13 +397,7 @@ mod tests {
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
         let deliverer = Deliverer::new(
             metrics.clone(),
-            DeliveryOptions {
-                drain_timeout: Duration::from_secs(1),
-                max_reply_bytes: 1024,
-                local_routes: None,
-                ca_certs: Vec::new(),
-                signer: None,
-            },
+            DeliveryOptions::basic(Duration::from_secs(1), 1024),
         );
         let dp = Dataplane::new(backend.clone(), deliverer, metrics.clone(), routes.clone());
         let contract = Contract {

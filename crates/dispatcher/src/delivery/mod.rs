@@ -63,6 +63,21 @@ pub struct DeliveryOptions {
     pub signer: Option<Arc<crate::auth::identity::Signer>>,
 }
 
+impl DeliveryOptions {
+    /// Delivery over plain connections verified against the system's roots
+    /// only: no local routes, no extra CA certificates, no signing key (a
+    /// destination expecting a token fails its attempts, saying so).
+    pub fn basic(drain_timeout: Duration, max_reply_bytes: usize) -> Self {
+        DeliveryOptions {
+            drain_timeout,
+            max_reply_bytes,
+            local_routes: None,
+            ca_certs: Vec::new(),
+            signer: None,
+        }
+    }
+}
+
 /// The latest contract entry of one subscription, shared by its worker
 /// (which reads it before every delivery) and the data plane (which
 /// replaces it when the contract changes): a change applies to the next

@@ -14,13 +14,7 @@ impl Acknowledgement for NoAck {
 fn job() -> Arc<Job> {
     let deliverer = Deliverer::new(
         Arc::new(Metrics::new()),
-        DeliveryOptions {
-            drain_timeout: Duration::from_secs(1),
-            max_reply_bytes: 1024,
-            local_routes: None,
-            ca_certs: Vec::new(),
-            signer: None,
-        },
+        DeliveryOptions::basic(Duration::from_secs(1), 1024),
     );
     let sub: SubscriptionContract = serde_json::from_value(serde_json::json!({
         "uid": "u", "namespace": "default", "name": "s", "generation": 1,
