@@ -29,7 +29,7 @@ use http_body_util::Full;
 use provisioner::cycle::{http_client, Cycle};
 use provisioner::kubernetes::controller::{Controller, Settings, Snapshot, CONTRACT_LABEL};
 use provisioner::provision::{Provisioner, Schedule, Tracker};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -37,17 +37,11 @@ const SYSTEM: &str = "knative-channels";
 
 /// What the run loop's watch caches would hand the controller.
 fn snapshot(state: &Shared) -> Snapshot {
-    let [channels, subscriptions, contract_maps] = scale_objects(state, CONTRACT_LABEL);
-    fn parse<T: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<T> {
-        objects
-            .into_iter()
-            .map(|o| serde_json::from_value(o).expect("object"))
-            .collect()
-    }
+    let (channels, subscriptions, contract_maps) = scale_objects(state, CONTRACT_LABEL);
     Snapshot {
-        channels: parse(channels),
-        subscriptions: parse(subscriptions),
-        contract_maps: parse(contract_maps),
+        channels,
+        subscriptions,
+        contract_maps,
         ..Snapshot::default()
     }
 }

@@ -407,24 +407,25 @@ mod tests {
         Connections::new(Resolver { local: None }, rustls::RootCertStore::empty())
     }
 
-    #[tokio::test]
-    async fn requests_to_one_origin_reuse_its_connection() {
-        let (addr, accepted) = server(true).await;
+    /// Five POSTs to a server keeping connections alive or not, each
+    /// answered 202: how many connections the server accepted.
+    async fn connections_for_five_posts(keep_alive: bool) -> usize {
+        let (addr, accepted) = server(keep_alive).await;
         let c = connections();
         for _ in 0..5 {
             assert_eq!(post(&c, &format!("http://{addr}/")).await, 202);
         }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn requests_to_one_origin_reuse_its_connection() {
+        assert_eq!(connections_for_five_posts(true).await, 1);
     }
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_a_failed_request() {
-        let (addr, accepted) = server(false).await;
-        let c = connections();
-        for _ in 0..5 {
-            assert_eq!(post(&c, &format!("http://{addr}/")).await, 202);
-        }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+        assert_eq!(connections_for_five_posts(false).await, 5);
     }
 
     #[tokio::test]

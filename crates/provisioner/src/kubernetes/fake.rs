@@ -290,9 +290,14 @@ pub fn dispatcher_status(contract: &channel_core::Contract) -> Value {
 }
 
 /// The objects of the scale test and bench as the watch caches would hold
-/// them: InMemoryChannels, Subscriptions, and the ConfigMaps carrying
-/// `contract_label`.
-pub fn scale_objects(state: &Shared, contract_label: &str) -> [Vec<Value>; 3] {
+/// them, parsed into the caller's types: InMemoryChannels, Subscriptions,
+/// and the ConfigMaps carrying `contract_label`.
+pub fn scale_objects<C, S, M>(state: &Shared, contract_label: &str) -> (Vec<C>, Vec<S>, Vec<M>)
+where
+    C: serde::de::DeserializeOwned,
+    S: serde::de::DeserializeOwned,
+    M: serde::de::DeserializeOwned,
+{
     let s = state.lock().unwrap_or_else(|e| e.into_inner());
     let mut kinds: [Vec<Value>; 3] = Default::default();
     for (path, o) in &s.objects {
@@ -309,5 +314,12 @@ pub fn scale_objects(state: &Shared, contract_label: &str) -> [Vec<Value>; 3] {
         };
         kinds[kind].push(o.clone());
     }
-    kinds
+    fn parse<T: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<T> {
+        objects
+            .into_iter()
+            .map(|o| serde_json::from_value(o).expect("a stored object of its kind"))
+            .collect()
+    }
+    let [channels, subscriptions, maps] = kinds;
+    (parse(channels), parse(subscriptions), parse(maps))
 }

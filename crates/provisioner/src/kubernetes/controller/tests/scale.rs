@@ -13,17 +13,11 @@ const CHANNELS: usize = 2_000;
 /// What the watch caches would hand the controller (the shared
 /// `snapshot` knows `channels`, not `inmemorychannels`).
 fn snapshot_many(state: &Shared) -> Snapshot {
-    let [channels, subscriptions, contract_maps] = scale_objects(state, CONTRACT_LABEL);
-    fn parse<T: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<T> {
-        objects
-            .into_iter()
-            .map(|o| serde_json::from_value(o).expect("object"))
-            .collect()
-    }
+    let (channels, subscriptions, contract_maps) = scale_objects(state, CONTRACT_LABEL);
     Snapshot {
-        channels: parse(channels),
-        subscriptions: parse(subscriptions),
-        contract_maps: parse(contract_maps),
+        channels,
+        subscriptions,
+        contract_maps,
         ..Snapshot::default()
     }
 }
